@@ -1,0 +1,163 @@
+"""The `w2s` command line: validate, plan, run, report, ui, env."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, width=int(os.environ.get("COLUMNS", 140)))
+
+
+def _load(path: str, overrides=()):
+    from .manifest import ManifestError, lint, load
+
+    try:
+        m = load(path, list(overrides))
+    except ManifestError as e:
+        for p in e.problems:
+            click.echo(f"error: {p}", err=True)
+        click.echo(f"{path}: {len(e.problems)} problem(s); nothing was run.", err=True)
+        sys.exit(2)
+    for w in lint(m):
+        click.echo(f"warning: {path}: {w}", err=True)
+    return m
+
+
+def _plan(m, path):
+    from .plan import build_plan
+
+    try:
+        return build_plan(m)
+    except (FileNotFoundError, ValueError) as e:
+        click.echo(f"error: {path}: {e}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="w2s-harness")
+def main():
+    """Weak-to-strong generalization experiments from validated YAML manifests."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--override", "overrides", multiple=True, help="dotted key=value, e.g. -o dataset.n_docs=2000")
+def validate(files, overrides):
+    """Validate manifests; report every problem with file, line, field and a fix."""
+    from .manifest import ManifestError, lint, load
+
+    bad = 0
+    for f in files:
+        try:
+            m = load(f, list(overrides))
+        except ManifestError as e:
+            bad += 1
+            for p in e.problems:
+                click.echo(f"error: {p}", err=True)
+            continue
+        for w in lint(m):
+            click.echo(f"warning: {f}: {w}", err=True)
+        click.echo(f"ok: {f} ({m.name}: {len(m.models)} models, {len(m.pairs_list())} pairs, "
+                   f"{len(m.losses)} losses, {len(m.seeds)} seeds)")
+    sys.exit(2 if bad else 0)
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("-o", "--override", "overrides", multiple=True)
+def plan(file, overrides):
+    """Show the stage graph, what is cached, and a cost estimate."""
+    from rich.table import Table
+
+    from .plan import estimate
+    from .store import StageStore
+
+    m = _load(file, overrides)
+    stages = _plan(m, file)
+    store = StageStore(m.output.dir)
+    table = Table(title=f"{m.name}: {len(stages)} stages")
+    for col in ("key", "stage", "roles", "needs", "status", "≈PFLOP"):
+        table.add_column(col)
+    total, cached = 0.0, 0
+    for s in stages:
+        done = store.is_done(s.key)
+        cached += done
+        est = estimate(m, s)
+        total += (est["pflop"] or 0) if not done else 0
+        table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12],
+                      "cached" if done else "to run", f"{est['pflop']:.3g}" if est["pflop"] else "?")
+    con = _console()
+    con.print(table)
+    con.print(f"{cached}/{len(stages)} cached; ≈{total:.3g} PFLOP to run "
+              f"(≈{total * 1e15 / 3e14 / 3600:.2f} GPU-h at 300 TFLOP/s sustained)")
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("-o", "--override", "overrides", multiple=True, help="dotted key=value; validated like the YAML")
+@click.option("--force", is_flag=True, help="recompute stages even if cached")
+@click.option("--only", "only", default=None, help="run only the stage whose key starts with this")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local sqlite store)")
+@click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
+def run(file, overrides, force, only, tracking_uri, no_tracking):
+    """Run the plan: every uncached stage, then the results table."""
+    from . import protocol, results
+    from .store import StageStore
+    from .tracking import TrackingError, make_tracker
+
+    m = _load(file, overrides)
+    stages = _plan(m, file)
+    con = _console()
+    try:
+        tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
+        tracker.start(m, stages, Path(file))
+    except TrackingError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    ok = False
+    try:
+        protocol.run(m, tracker, force=force, only=only, echo=con.print)
+        ok = True
+    finally:
+        tables = results.collect(m, stages, StageStore(m.output.dir))
+        out = results.write(m, tables, Path(m.output.dir) / m.name)
+        tracker.finish(tables, out, ok=ok)
+    results.render(tables, con)
+    con.print(f"results: {out}/")
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("-o", "--override", "overrides", multiple=True)
+def results(file, overrides):
+    """Print the results table of a manifest's finished stages (nothing is computed)."""
+    from . import results as res
+    from .store import StageStore
+
+    m = _load(file, overrides)
+    tables = res.collect(m, _plan(m, file), StageStore(m.output.dir))
+    res.render(tables, _console())
+
+
+@main.command()
+def env():
+    """Print versions (paste this into bug reports)."""
+    from .envinfo import git_commit, versions
+
+    for k, v in {**versions(), "git": git_commit()}.items():
+        click.echo(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Dataset registry: each entry is a loader (hub id + pinned revision, or a local file with the hub's
+columns) plus a formatter. `W2S_DATA_DIR` (or a manifest's `dataset.source`) points at local files laid
+out as in ../shared/data; otherwise the hub is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import formatters as fmt
+
+DATA_DIR_ENV = "W2S_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    formatter: Callable
+    hub_id: str
+    train_split: str
+    test_split: str
+    revision: str | None = None           # None: unpinned upstream; the resolved commit is recorded
+    hub_kwargs: dict = field(default_factory=dict)
+    local_files: dict[str, str] = field(default_factory=dict)  # hub split name -> path under data dir
+    note: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+register(DatasetSpec("amazon_polarity", fmt.amazon_polarity, "fancyzhx/amazon_polarity", "train", "test"))
+register(DatasetSpec("sciq", fmt.sciq, "allenai/sciq", "train", "test"))
+register(DatasetSpec("boolq", fmt.boolq, "google/boolq", "train", "validation",
+                     local_files={"validation": "boolq/validation.jsonl"}))
+# cosmos_qa was a loading-script dataset; datasets>=4 refuses scripts, so read the hub's parquet branch.
+register(DatasetSpec("cosmos_qa", fmt.cosmos_qa, "allenai/cosmos_qa", "train", "validation",
+                     revision="refs/convert/parquet",
+                     local_files={"validation": "cosmos_qa/validation.jsonl"}))
+register(DatasetSpec("anthropic_hh", fmt.anthropic_hh, "Anthropic/hh-rlhf", "train", "test",
+                     local_files={"test": "anthropic_hh/harmless-base-test.jsonl.gz"},
+                     note="single-transcript formulation: at chance in the reference (Q20)"))
+register(DatasetSpec("sst2", fmt.sst2, "stanfordnlp/sst2", "train", "validation",
+                     local_files={"train": "sst2/train.jsonl", "validation": "sst2/validation.jsonl"}))
+# ARC-Easy written in SciQ's schema: the offline stand-in for SciQ (not SciQ; see ../shared/data).
+register(DatasetSpec("arc_easy_sciq", fmt.sciq, "allenai/ai2_arc", "test", "test",
+                     local_files={"test": "arc_easy_sciq_format/test.jsonl"},
+                     note="ARC-Easy in the SciQ schema; local files only"))
+
+
+def data_dir(source: str | None = None) -> Path | None:
+    """The local data directory: the manifest's `dataset.source`, else $W2S_DATA_DIR, else None (hub)."""
+    chosen = source or os.environ.get(DATA_DIR_ENV)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def local_path(spec: DatasetSpec, split: str, source: str | None) -> Path | None:
+    root = data_dir(source)
+    if root is None:
+        return None
+    rel = spec.local_files.get(split)
+    if rel is None:
+        raise FileNotFoundError(
+            f"dataset {spec.name!r} has no local file for split {split!r} "
+            f"(local splits: {sorted(spec.local_files) or 'none'}); set dataset.splits to use one of them "
+            f"and `test: cut` to carve a test set out of it, or unset {DATA_DIR_ENV} to use the hub")
+    path = root / rel
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {spec.name!r}: local file {path} does not exist "
+                                f"(is {DATA_DIR_ENV} pointing at the shared data folder?)")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_rows(spec: DatasetSpec, split: str, source: str | None, revision: str | None):
+    """Rows of one source split as a `datasets.Dataset`, from a local file or the hub."""
+    import datasets
+
+    path = local_path(spec, split, source)
+    if path is not None:
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    return datasets.load_dataset(spec.hub_id, split=split, revision=revision or spec.revision,
+                                 **spec.hub_kwargs)
+
+
+def fingerprint(spec: DatasetSpec, splits: list[str], source: str | None, revision: str | None) -> dict:
+    """What identifies the bytes a run reads: file hashes for local data, hub id + revision otherwise."""
+    out = {}
+    for split in sorted(set(splits)):
+        path = local_path(spec, split, source)
+        out[split] = (f"sha256:{sha256_file(path)}" if path is not None
+                      else f"hub:{spec.hub_id}@{revision or spec.revision or 'unpinned'}")
+    return out

@@ -1,0 +1,364 @@
+"""The experiment manifest: a pydantic schema, YAML loading with line numbers, dotted overrides, and
+error messages that name the file, the line, the field and a fix. Nothing trains before this passes.
+
+Identity fields (what changes results) feed cache keys and MLflow params; operational fields
+(micro_batch, eval_batch, output, tracking) never do. `identity_fields` lists the operational ones.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .data import DATASETS
+from .losses import LOSS_DEFAULTS, LOSSES
+from .models import MODELS, POOLINGS, is_local
+
+OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Splits(Strict):
+    train: str | None = Field(None, description="source split to train from (default: the registry's train split)")
+    test: str | None = Field(None, description="source split to test on, or `cut` to carve the test set out of the train split with `cut_seed`")
+
+
+class DataConfig(Strict):
+    name: str = Field(description="dataset registry name (harness.data.DATASETS)")
+    source: str | None = Field(None, description="local data directory laid out as ../shared/data (default: $W2S_DATA_DIR, else the hub)")
+    revision: str | None = Field(None, description="hub revision (default: the registry's pin)")
+    n_docs: int = Field(20000, ge=2, description="training rows drawn before the 50/50 weak/student split")
+    n_test_docs: int = Field(10000, ge=1, description="test rows")
+    max_ctx: int = Field(1024, ge=8, description="examples with >= max_ctx tokens are dropped (or truncated, per fidelity.overlength)")
+    splits: Splits = Field(default_factory=Splits)
+    cut_seed: int = Field(0, description="seed of the test cut when splits.test is `cut` (the same test set for every run seed)")
+    sampling: Literal["head", "random"] | None = Field(None, description="head = the first n rows (reference); random = seeded draw. Default from fidelity")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}{_did_you_mean(v, DATASETS)}; registered: {', '.join(sorted(DATASETS))}")
+        return v
+
+
+class TrainFields(Strict):
+    """Training settings; under `train:` they are defaults, under a model they override them."""
+    lr: float | None = Field(None, gt=0, description="learning rate (default: the model table's, else 5e-5)")
+    batch_size: int | None = Field(None, ge=1, description="optimizer batch (reference: 32); identity")
+    micro_batch: int | None = Field(None, ge=1, description="per-device micro-batch; operational (must divide batch_size)")
+    eval_batch: int | None = Field(None, ge=1, description="inference batch; operational")
+    epochs: float | None = Field(None, gt=0, description="passes over the training half (reference: 2)")
+    lr_schedule: Literal["cosine_anneal", "constant"] | None = None
+    optimizer: Literal["adam", "adafactor"] | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="weight dtype")
+    linear_probe: bool | None = Field(None, description="train the head only")
+    head_init: Literal["zero", "normal"] | None = Field(None, description="zero = the reference")
+    dropout: bool | None = Field(None, description="train with dropout (reference: off)")
+    gradient_checkpointing: bool | None = None
+
+
+TRAIN_DEFAULTS = dict(batch_size=32, micro_batch=8, epochs=2.0, lr_schedule="cosine_anneal", dtype="float32",
+                      linear_probe=False, head_init="zero", dropout=False, gradient_checkpointing=False)
+
+
+class ModelConfig(TrainFields):
+    id: str = Field(description="model-table name, hub id, or local directory")
+    name: str | None = Field(None, description="short label used in pairs and reports (default: the id's last part)")
+    revision: str | None = Field(None, description="hub revision (default: the model table's pin)")
+    pooling: Literal[POOLINGS] | None = Field(None, description="last | nonzero_count | mean | cls (default: per family and fidelity)")
+
+    @field_validator("id")
+    @classmethod
+    def _known(cls, v):
+        if v in MODELS or "/" in v or is_local(v):
+            return v
+        raise ValueError(f"unknown model {v!r}{_did_you_mean(v, MODELS)}: use a model-table name "
+                         f"({', '.join(MODELS)}), a hub id 'org/name', or a local directory")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id.rstrip("/").split("/")[-1]
+
+
+class LossConfig(Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.name not in LOSSES:
+            raise ValueError(f"unknown loss {self.name!r}{_did_you_mean(self.name, LOSSES)}; registered: {', '.join(LOSSES)}")
+        for key in self.params:
+            if key not in LOSS_DEFAULTS[self.name]:
+                raise ValueError(f"loss {self.name!r} has no parameter {key!r}{_did_you_mean(key, LOSS_DEFAULTS[self.name])}; "
+                                 f"its parameters: {', '.join(LOSS_DEFAULTS[self.name]) or 'none'}")
+        if self.name == "logconf" and self.params.get("warmup") not in (None, "linear", "reference"):
+            raise ValueError("logconf warmup must be 'linear' or 'reference'")
+        return self
+
+
+PROFILES = {  # every numerics-affecting quirk at once (REFERENCE.md §11)
+    "reference": dict(pooling="nonzero_count", logconf_warmup="reference", sampling="head",
+                      overlength="drop", ceiling_half="weak_half", precision="reference"),
+    "fixed": dict(pooling="attention_mask", logconf_warmup="linear", sampling="random",
+                  overlength="drop", ceiling_half="student_half", precision="mixed"),
+}
+
+
+class Fidelity(Strict):
+    profile: Literal["reference", "fixed"] = Field("fixed", description="sets every quirk below at once")
+    pooling: Literal["nonzero_count", "attention_mask"] | None = Field(None, description="decoder pooling (Q1)")
+    logconf_warmup: Literal["reference", "linear"] | None = Field(None, description="Q2")
+    sampling: Literal["head", "random"] | None = Field(None, description="Q11")
+    overlength: Literal["drop", "truncate"] | None = Field(None, description="Q12")
+    ceiling_half: Literal["weak_half", "student_half"] | None = Field(None, description="Q14")
+    precision: Literal["reference", "mixed"] | None = Field(None, description="Q9: pure low-precision weights + Adam, or fp32 master weights with autocast")
+
+    def resolved(self) -> dict[str, str]:
+        base = dict(PROFILES[self.profile])
+        base.update({k: v for k, v in self.model_dump().items() if v is not None and k != "profile"})
+        return base
+
+
+class Output(Strict):
+    dir: str = Field("runs", description="stage cache (dir/stages) and results (dir/<name>)")
+    log_every: int = Field(10, ge=1, description="optimizer steps between train-metric logs")
+
+
+class Tracking(Strict):
+    mlflow: bool = Field(True, description="record runs in MLflow")
+    uri: str | None = Field(None, description="tracking URI (default: $MLFLOW_TRACKING_URI, else an sqlite store under output.dir)")
+
+
+class Manifest(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="experiment name (MLflow experiment, results folder)")
+    dataset: DataConfig
+    models: list[ModelConfig] = Field(min_length=1, description="the ladder, weakest first")
+    train: TrainFields = Field(default_factory=TrainFields)
+    pairs: Literal["all"] | list[tuple[str, str]] = Field("all", description="`all` (every weak<strong in ladder order) or [[weak, strong], ...] by model name")
+    losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")], min_length=1)
+    gt_loss: LossConfig = Field(default_factory=lambda: LossConfig(name="xent"), description="loss of ground-truth stages (Q4: always xent unless set here)")
+    seeds: list[int] = Field([0], min_length=1)
+    fidelity: Fidelity = Field(default_factory=Fidelity)
+    output: Output = Field(default_factory=Output)
+    tracking: Tracking = Field(default_factory=Tracking)
+
+    @model_validator(mode="after")
+    def _ladder(self):
+        labels = [m.label for m in self.models]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"models: duplicate model name(s) {dupes}; give each a distinct `name:`")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: duplicate seeds")
+        names = [l.name for l in self.losses]
+        if len(set(names)) != len(names):
+            raise ValueError("losses: the same loss is listed twice; one entry per loss")
+        if self.pairs != "all":
+            for weak, strong in self.pairs:
+                for m in (weak, strong):
+                    if m not in labels:
+                        raise ValueError(f"pairs: {m!r} is not a model name{_did_you_mean(m, labels)}; names: {labels}")
+                if labels.index(weak) >= labels.index(strong):
+                    raise ValueError(f"pairs: [{weak}, {strong}] makes no sense: the weak model must come before "
+                                     f"the strong one in `models` (weakest first)")
+        elif len(labels) < 2:
+            raise ValueError("models: a weak-to-strong ladder needs at least two models")
+        for i, m in enumerate(self.models):
+            t = self.resolved_train(m)
+            if t["batch_size"] % t["micro_batch"]:
+                raise ValueError(f"models[{i}] ({m.label}): batch_size {t['batch_size']} is not divisible by "
+                                 f"micro_batch {t['micro_batch']}; pick a micro_batch that divides it")
+        return self
+
+    # -- resolution: defaults <- model table <- train: <- model overrides ------------------------
+    def resolved_train(self, m: ModelConfig) -> dict:
+        out = dict(TRAIN_DEFAULTS)
+        entry = MODELS.get(m.id)
+        if entry:
+            out.update(lr=entry.lr, optimizer=entry.optimizer, eval_batch=entry.eval_batch)
+        out.update({k: v for k, v in self.train.model_dump().items() if v is not None})
+        out.update({k: v for k, v in m.model_dump(include=set(TrainFields.model_fields)).items() if v is not None})
+        out.setdefault("lr", 5e-5)
+        out.setdefault("optimizer", "adam")
+        out["micro_batch"] = min(out["micro_batch"], out["batch_size"])
+        out.setdefault("eval_batch", out["micro_batch"] * 4)
+        return out
+
+    def hub_id(self, m: ModelConfig) -> tuple[str, str | None]:
+        entry = MODELS.get(m.id)
+        return (entry.hub_id, m.revision or entry.revision) if entry else (m.id, m.revision)
+
+    def pairs_list(self) -> list[tuple[str, str]]:
+        labels = [m.label for m in self.models]
+        if self.pairs == "all":
+            return [(w, s) for i, w in enumerate(labels) for s in labels[i + 1:]]
+        return [tuple(p) for p in self.pairs]
+
+    def model(self, label: str) -> ModelConfig:
+        return next(m for m in self.models if m.label == label)
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# -- loading -------------------------------------------------------------------------------------
+class ManifestError(Exception):
+    """Every problem with one manifest, formatted for people."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value):
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) if m.group(2) is not None else m.group(0)), value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value
+
+
+def _line_map(node, path=(), out=None) -> dict[tuple, int]:
+    """YAML path (keys and list indices) -> 1-based line, from PyYAML's node tree."""
+    out = {} if out is None else out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[path + (k.value,)] = k.start_mark.line + 1
+            _line_map(v, path + (k.value,), out)
+            out[path + (k.value,)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _line_map(v, path + (i,), out)
+    return out
+
+
+def _set_dotted(raw: dict, dotted: str, value) -> None:
+    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+    cur = raw
+    for k in keys[:-1]:
+        if isinstance(cur, list):
+            cur = cur[k]
+        else:
+            cur = cur.setdefault(k, {})
+    if isinstance(cur, list):
+        cur[keys[-1]] = value
+    else:
+        cur[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ManifestError([f"override {item!r}: expected key=value, e.g. -o dataset.n_docs=2000"])
+        key, value = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(value) if value.strip() else None))
+    return out
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError([f"{path}: no such file"])
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ManifestError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(raw, dict):
+        raise ManifestError([f"{path}:1: a manifest is a YAML mapping (name:, dataset:, models:, ...)"])
+    lines = _line_map(node) if node is not None else {}
+    parsed = parse_overrides(list(overrides))
+    for key, value in parsed:
+        try:
+            _set_dotted(raw, key, value)
+        except (IndexError, KeyError, TypeError, AttributeError):
+            raise ManifestError([f"override -o {key}: no such place in {path}"]) from None
+    try:
+        return Manifest.model_validate(_expand(raw))
+    except ValidationError as e:
+        raise ManifestError(_format_errors(e, path, lines, [k for k, _ in parsed])) from None
+
+
+def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: list[str]) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after", "function-before")))
+        loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith(("tuple[", "list[", "literal[", "Literal["))))
+        dotted = ".".join(str(x) for x in loc)
+        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+        src = next((f"override -o {k}" for k in overridden if dotted.startswith(k) or k.startswith(dotted) and dotted),
+                   f"{path}:{line}" if line else str(path))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            msg = f"unknown key {loc[-1]!r}{_did_you_mean(loc[-1], parent.model_fields) if parent else ''}"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and e["type"] not in ("value_error", "assertion_error") and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        problems.append(f"{src}: {dotted or '<top>'}: {msg}")
+    return problems
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class at a location, to suggest the closest valid key."""
+    cls: Any = Manifest
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            for sub in (cand, *getattr(cand, "__args__", ())):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    cls = sub
+                    break
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def lint(m: Manifest) -> list[str]:
+    """Warnings: valid, but probably not what was meant."""
+    out = []
+    if m.dataset.n_test_docs < 200:
+        out.append(f"dataset.n_test_docs={m.dataset.n_test_docs} is small: accuracy has a standard error of about "
+                   f"{0.5 / m.dataset.n_test_docs ** 0.5:.3f} (reference issue #3 saw below-chance results at 100)")
+    if m.dataset.name == "anthropic_hh":
+        out.append("anthropic_hh (single transcript) is at chance in the reference: its PGR is meaningless (Q20)")
+    if m.gt_loss.name != "xent":
+        out.append(f"gt_loss is {m.gt_loss.name!r}: ground-truth baselines are not plain xent (Q4)")
+    for mc in m.models:
+        t = m.resolved_train(mc)
+        if t["lr"] != (MODELS[mc.id].lr if mc.id in MODELS else t["lr"]) and t["batch_size"] != 32:
+            out.append(f"{mc.label}: learning rates were tuned at batch 32 in the reference")
+        if mc.id not in MODELS and not mc.revision and not is_local(mc.id):
+            out.append(f"{mc.label}: no revision pinned for {mc.id}; the resolved commit is recorded, but the run may drift")
+    return out

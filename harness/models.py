@@ -1,0 +1,166 @@
+"""Model families, the reference's model table, and the classifier: a backbone + a 2-way linear head.
+
+Decoders pool the last real token (attention mask); the reference's "count ids != 0" pooling (Q1) is
+available as `pooling: nonzero_count`. Encoders pool the mean of real tokens (sentence-transformers'
+convention; `cls` is available). The head is zero-initialised as in the reference unless configured.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Family:
+    kind: str                     # decoder | encoder
+    trust_remote_code: bool = False
+
+
+FAMILIES: dict[str, Family] = {
+    **{t: Family("decoder") for t in ("gpt2", "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2",
+                                     "gemma3_text", "gpt_neox", "phi", "phi3", "opt", "olmo2", "smollm3")},
+    "qwen": Family("decoder", trust_remote_code=True),   # Qwen-1 remote code (the reference's Qwen)
+    **{t: Family("encoder") for t in ("bert", "mpnet", "roberta", "xlm-roberta", "deberta-v2",
+                                     "distilbert", "electra", "modernbert")},
+}
+DEFAULT_POOLING = {"decoder": "last", "encoder": "mean"}
+POOLINGS = ("last", "nonzero_count", "mean", "cls")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A row of the reference's model table (REFERENCE.md §3)."""
+    hub_id: str
+    lr: float
+    eval_batch: int = 32
+    revision: str | None = None
+    optimizer: str = "adam"
+    grad_ckpt: bool = False
+    params: float | None = None   # parameter count, for plan estimates
+
+
+QWEN_REVISIONS = {
+    "Qwen/Qwen-1_8B": "5fde88dff770a7d036847211f5d9d9705f0caa69",
+    "Qwen/Qwen-7B": "d4efd21e866b9cb3466cb65b963933f5e98016d1",
+    "Qwen/Qwen-14B": "8be2854218fea9054331e217fd26a06f3fd02004",
+    "Qwen/Qwen-72B": "fec78c0e3b3b10dd9f0ce775c34a686a3255a7d1",
+}
+MODELS: dict[str, ModelEntry] = {
+    "gpt2": ModelEntry("openai-community/gpt2", 5e-5, params=124e6),
+    "gpt2-medium": ModelEntry("openai-community/gpt2-medium", 5e-5, params=355e6),
+    "gpt2-large": ModelEntry("openai-community/gpt2-large", 1e-5, params=774e6),
+    "gpt2-xl": ModelEntry("openai-community/gpt2-xl", 1e-5, eval_batch=2, grad_ckpt=True, params=1.56e9),
+    "Qwen/Qwen-1_8B": ModelEntry("Qwen/Qwen-1_8B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-1_8B"], grad_ckpt=True, params=1.8e9),
+    "Qwen/Qwen-7B": ModelEntry("Qwen/Qwen-7B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-7B"], grad_ckpt=True, params=7.7e9),
+    "Qwen/Qwen-14B": ModelEntry("Qwen/Qwen-14B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-14B"], grad_ckpt=True, params=14.2e9),
+    "Qwen/Qwen-72B": ModelEntry("Qwen/Qwen-72B", 1e-5, 1, QWEN_REVISIONS["Qwen/Qwen-72B"], "adafactor", True, 72.3e9),
+    # The offline encoder ladder (../shared/assets/seed-hf-cache.sh).
+    "sentence-transformers/paraphrase-MiniLM-L3-v2": ModelEntry("sentence-transformers/paraphrase-MiniLM-L3-v2", 5e-5, params=17.4e6),
+    "sentence-transformers/all-MiniLM-L6-v2": ModelEntry("sentence-transformers/all-MiniLM-L6-v2", 5e-5, params=22.7e6),
+    "sentence-transformers/all-mpnet-base-v2": ModelEntry("sentence-transformers/all-mpnet-base-v2", 2e-5, params=109.5e6),
+}
+
+
+def is_local(model_id: str) -> bool:
+    return model_id.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(model_id))
+
+
+def pool(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, mode: str):
+    """hidden [B,T,H] -> [B,H]."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if mode == "last":         # the last position whose mask is 1 (right or left padding alike)
+        pos = torch.arange(hidden.shape[1], device=hidden.device)
+        return hidden[rows, (attention_mask.long() * pos).argmax(dim=1)]
+    if mode == "nonzero_count":  # reference quirk Q1: token id 0 is a real token ('!' in GPT-2)
+        return hidden[rows, (input_ids != 0).sum(dim=1) - 1]
+    if mode == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    if mode == "cls":
+        return hidden[:, 0]
+    raise ValueError(f"unknown pooling {mode!r}; expected one of {POOLINGS}")
+
+
+class W2SClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, hidden_size: int, pooling: str, linear_probe: bool,
+                 head_init: str = "zero", head_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.backbone, self.pooling, self.linear_probe = backbone, pooling, linear_probe
+        self.config = backbone.config
+        self.score = nn.Linear(hidden_size, 2, bias=False, dtype=head_dtype)
+        init_head(self.score, head_init)
+        if linear_probe:       # only the head trains; the backbone runs without a graph
+            backbone.requires_grad_(False)
+
+    def forward(self, input_ids, attention_mask, **_):
+        ctx = torch.no_grad() if self.linear_probe else contextlib.nullcontext()
+        with ctx:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            h = pool(out.last_hidden_state, input_ids, attention_mask, self.pooling)
+        return self.score(h.to(self.score.weight.dtype))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+
+def init_head(linear: nn.Linear, how: str) -> None:
+    with torch.no_grad():
+        if how == "zero":      # the reference: logits start at 0, p = (1/2, 1/2)
+            linear.weight.zero_()
+        elif how == "normal":
+            linear.weight.normal_(0.0, 0.02)
+        else:
+            raise ValueError(f"unknown head_init {how!r}")
+
+
+def _disable_dropout(config) -> None:
+    # Dropout off, as in the reference, but via the config so training mode (and with it gradient
+    # checkpointing, Q8) still works: attention dropout is often functional, not an nn.Dropout.
+    for key, value in list(vars(config).items()):
+        if isinstance(value, float) and ("dropout" in key or "pdrop" in key):
+            setattr(config, key, 0.0)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(model_id: str, revision: str | None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def family_of(config) -> Family:
+    fam = FAMILIES.get(config.model_type)
+    if fam is None:
+        raise ValueError(f"model type {config.model_type!r} is not in harness.models.FAMILIES "
+                         f"(known: {', '.join(sorted(FAMILIES))}); add a Family entry for it")
+    return fam
+
+
+def load_classifier(model_id: str, revision: str | None, dtype: str, pooling: str | None, decoder_pooling: str,
+                    linear_probe: bool, head_init: str, dropout: bool, head_fp32: bool = True):
+    """The classifier and its family. `pooling` (the manifest's) wins; else decoders use
+    `decoder_pooling` (last | nonzero_count, per fidelity) and encoders mean pooling."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True)
+    fam = family_of(config)
+    if not dropout:
+        _disable_dropout(config)
+    torch_dtype = DTYPES[dtype]
+    backbone = AutoModel.from_pretrained(model_id, revision=revision, config=config, dtype=torch_dtype,
+                                         trust_remote_code=fam.trust_remote_code)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    default = decoder_pooling if fam.kind == "decoder" else DEFAULT_POOLING[fam.kind]
+    model = W2SClassifier(backbone, hidden, pooling or default, linear_probe,
+                          head_init, torch.float32 if head_fp32 else torch_dtype)
+    return model, fam, getattr(config, "_commit_hash", None)

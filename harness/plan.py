@@ -1,0 +1,129 @@
+"""Sweep expansion: a manifest becomes a list of stages with content keys, in dependency order.
+
+- gt(model, seed, half=train1): ground truth on the weak half; predicts the student half = weak labels.
+  Needed for every model that is weak in some pair, and as the ceiling when ceiling_half=weak_half.
+- gt(model, seed, half=train2): the ceiling on the student half (ceiling_half=student_half).
+- transfer(weak -> strong, loss, seed): the student trains on gt(weak, seed, train1)'s weak labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import __version__
+from .data import DATASETS, fingerprint
+from .losses import resolve_params
+from .manifest import Manifest, ModelConfig
+from .models import MODELS, is_local
+from .store import content_key
+
+
+@dataclass
+class Stage:
+    key: str
+    kind: str                      # gt | transfer
+    model: str                     # label of the trained model
+    seed: int
+    half: str                      # train1 | train2: the half it trains on
+    loss: dict
+    identity: dict
+    weak: str | None = None
+    teacher: str | None = None     # key of the stage whose weak labels it trains on
+    roles: list[str] = field(default_factory=list)   # weak / ceiling: how results use a gt stage
+
+    @property
+    def slug(self) -> str:
+        if self.kind == "transfer":
+            return f"transfer {self.weak}->{self.model} {self.loss['name']} s{self.seed}"
+        return f"gt {self.model} {self.half} s{self.seed}"
+
+
+def data_identity(m: Manifest) -> dict:
+    d = m.dataset
+    spec = DATASETS[d.name]
+    splits = [d.splits.train or spec.train_split]
+    if d.splits.test != "cut":
+        splits.append(d.splits.test or spec.test_split)
+    fid = m.fidelity.resolved()
+    return {"name": d.name, "revision": d.revision or spec.revision, "bytes": fingerprint(spec, splits, d.source, d.revision),
+            "n_docs": d.n_docs, "n_test_docs": d.n_test_docs, "max_ctx": d.max_ctx,
+            "splits": d.splits.model_dump(), "cut_seed": d.cut_seed if d.splits.test == "cut" else None,
+            "sampling": d.sampling or fid["sampling"], "overlength": fid["overlength"]}
+
+
+def model_identity(m: Manifest, mc: ModelConfig) -> dict:
+    hub_id, revision = m.hub_id(mc)
+    train = {k: v for k, v in m.resolved_train(mc).items() if k not in ("micro_batch", "eval_batch")}
+    fid = m.fidelity.resolved()
+    ident = {"id": hub_id, "revision": revision, "pooling": mc.pooling,
+             "decoder_pooling": fid["pooling"], "precision": fid["precision"], **train}
+    if is_local(hub_id):
+        ident["local_digest"] = local_model_digest(hub_id)
+    return ident
+
+
+def local_model_digest(path: str) -> str:
+    """A local model is identified by its bytes, not its path."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for f in sorted(Path(path).expanduser().rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(Path(path).expanduser()).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_plan(m: Manifest) -> list[Stage]:
+    data = data_identity(m)
+    warmup = m.fidelity.resolved()["logconf_warmup"]
+    gt_loss = {"name": m.gt_loss.name, "params": resolve_params(m.gt_loss.name, m.gt_loss.params, warmup)}
+    ceiling_half = "train1" if m.fidelity.resolved()["ceiling_half"] == "weak_half" else "train2"
+    pairs = m.pairs_list()
+    weak_models = {w for w, _ in pairs}
+    strong_models = {s for _, s in pairs}
+    models = {mc.label: model_identity(m, mc) for mc in m.models}
+    stages: dict[str, Stage] = {}
+
+    def gt(label: str, seed: int, half: str, role: str) -> Stage:
+        ident = {"kind": "gt", "half": half, "model": models[label], "data": data, "seed": seed,
+                 "loss": gt_loss, "harness": __version__}
+        key = content_key(ident)
+        st = stages.setdefault(key, Stage(key, "gt", label, seed, half, gt_loss, ident))
+        if role not in st.roles:
+            st.roles.append(role)
+        return st
+
+    order: list[Stage] = []
+    for seed in m.seeds:
+        for mc in m.models:
+            if mc.label in weak_models:
+                gt(mc.label, seed, "train1", "weak")
+            if mc.label in strong_models:
+                gt(mc.label, seed, ceiling_half, "ceiling")
+    order = list(stages.values())
+    for seed in m.seeds:
+        for weak, strong in pairs:
+            teacher = gt(weak, seed, "train1", "weak")
+            for lc in m.losses:
+                loss = {"name": lc.name, "params": resolve_params(lc.name, lc.params, warmup)}
+                ident = {"kind": "transfer", "model": models[strong], "data": data, "seed": seed,
+                         "loss": loss, "teacher": teacher.key, "harness": __version__}
+                order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
+                                   weak=weak, teacher=teacher.key))
+    return order
+
+
+def estimate(m: Manifest, stage: Stage) -> dict:
+    """Rough cost: 6·N·tokens for training and 2·N·tokens for inference, tokens ~ max_ctx/4 per row."""
+    mc = m.model(stage.model)
+    entry = MODELS.get(mc.id)
+    params = entry.params if entry and entry.params else None
+    half = (m.dataset.n_docs + 1) // 2
+    epochs = m.resolved_train(mc)["epochs"]
+    tokens = min(m.dataset.max_ctx, 512) / 4
+    rows_train, rows_infer = half * epochs, m.dataset.n_test_docs + (half if stage.half == "train1" and stage.kind == "gt" else 0)
+    if params is None:
+        return {"params": None, "pflop": None}
+    flop = 6 * params * rows_train * tokens + 2 * params * rows_infer * tokens
+    return {"params": params, "pflop": flop / 1e15}

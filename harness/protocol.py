@@ -1,0 +1,187 @@
+"""The weak-to-strong protocol (Burns et al. 2023), as stages that are plain functions.
+
+1. Ground truth: fine-tune every model on the weak half with true labels; evaluate it on the test set.
+2. Weak labels: each weak supervisor labels the held-out student half with its soft predictions.
+3. Ceiling: fine-tune each strong model on ground truth (on the weak half as the reference does, or on
+   the student half, per fidelity.ceiling_half).
+4. Transfer: fine-tune each strong student on its supervisor's weak labels, with each loss.
+5. PGR = (w2s - weak) / (ceiling - weak), per pair, loss and seed (harness.results).
+
+Every stage is content-addressed (harness.plan) and finishes with a done marker (harness.store), so
+a rerun is all cache hits and a killed run resumes at the first unfinished stage.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import set_seed
+
+from .data.splits import Splits, make_splits, text_hash
+from .envinfo import versions
+from .manifest import Manifest
+from .metrics import accuracy, auroc, pgr
+from .models import load_classifier, load_tokenizer
+from .plan import Stage, build_plan
+from .store import StageStore
+from .train import Collator, JsonlLog, Rows, W2STrainer, epoch_concat, predict, training_args
+
+log = logging.getLogger(__name__)
+
+
+def run(m: Manifest, tracker, *, force: bool = False, only: str | None = None, echo=print) -> list[Stage]:
+    plan = build_plan(m)
+    store = StageStore(m.output.dir)
+    splits: dict[int, Splits] = {}
+    todo = [s for s in plan if not only or s.key.startswith(only)]
+    if only and not todo:
+        raise ValueError(f"--only {only}: no stage key starts with it (see `w2s plan`)")
+    for i, stage in enumerate(todo, 1):
+        if store.is_done(stage.key) and not force:
+            echo(f"[{i}/{len(todo)}] {stage.slug}: cached ({stage.key[:12]})")
+            tracker.stage_cached(stage, store.metrics(stage.key), store.dir(stage.key))
+            continue
+        if stage.teacher and not store.is_done(stage.teacher):
+            raise RuntimeError(f"{stage.slug}: its teacher stage {stage.teacher[:12]} has not finished; "
+                               f"run without --only first")
+        echo(f"[{i}/{len(todo)}] {stage.slug}: running ({stage.key[:12]})")
+        if stage.seed not in splits:
+            splits[stage.seed] = make_splits(m.dataset.model_copy(
+                update={"sampling": m.dataset.sampling or m.fidelity.resolved()["sampling"]}), stage.seed)
+        with tracker.stage(stage) as sink:
+            metrics = (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
+            metrics.update(pgr_of(m, stage, metrics, store, plan))
+            store.finish(stage.key, metrics)
+            tracker.stage_finished(stage, metrics, store.dir(stage.key))
+        echo(f"    test_acc={metrics['test_acc']:.4f}" + (f" pgr={metrics['pgr']:.3f}" if "pgr" in metrics else ""))
+    return plan
+
+
+def ground_truth(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink) -> dict:
+    """Train on true labels; on the weak half, also label the student half (the weak labels)."""
+    store.begin(stage.key, stage.identity)
+    rows = splits.part(stage.half)
+    label_rows = splits.train2 if stage.half == "train1" else []
+    out = fine_tune(m, stage, rows, splits.test, label_rows, store, sink)
+    if stage.half == "train1":
+        kept, probs = out.pop("labelled")
+        store.write_table(stage.key, "weak_labels", label_table(kept, probs, with_text=True))
+        out["weak_label_acc"] = accuracy(probs, np.array([r["hard_label"] for r in kept]))   # Q10
+    return out
+
+
+def transfer(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink) -> dict:
+    """Train the strong student on its supervisor's soft labels. Ground truth is never read from the
+    weak-label table (Q25): only ids, text hashes and probabilities are loaded."""
+    weak = store.read_table(stage.teacher, "weak_labels", columns=["id", "text_hash", "soft_label"])
+    store.begin(stage.key, stage.identity)
+    by_id = {r["id"]: r for r in splits.train2}
+    rows = []
+    for wid, h, soft in zip(weak["id"], weak["text_hash"], weak["soft_label"]):
+        row = by_id.get(wid)
+        if row is None or text_hash(row["txt"]) != h:
+            raise RuntimeError(f"{stage.slug}: weak label {wid} does not match the student half; the teacher "
+                               f"stage was computed from other data (stale cache?)")
+        rows.append({"id": wid, "txt": row["txt"], "soft_label": [float(soft[0]), float(soft[1])],
+                     "hard_label": None})
+    out = fine_tune(m, stage, rows, splits.test, [], store, sink)
+    teacher_test = store.read_table(stage.teacher, "predictions_test", columns=["id", "hard_label"])
+    student_test = store.read_table(stage.key, "predictions_test", columns=["id", "hard_label"])
+    both = student_test.merge(teacher_test, on="id", suffixes=("", "_teacher"))
+    out["agreement_test"] = float((both["hard_label"] == both["hard_label_teacher"]).mean())
+    out["weak_acc"] = store.metrics(stage.teacher)["test_acc"]
+    return out
+
+
+def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, store: StageStore, sink) -> dict:
+    """One HF Trainer run: tokenize, train, evaluate on test, optionally predict `label_rows`."""
+    mc = m.model(stage.model)
+    t = m.resolved_train(mc)
+    fid = m.fidelity.resolved()
+    hub_id, revision = m.hub_id(mc)
+    set_seed(stage.seed)
+    tok = load_tokenizer(hub_id, revision)
+    mixed = fid["precision"] == "mixed"
+    decoder_pooling = "nonzero_count" if fid["pooling"] == "nonzero_count" else "last"
+    model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
+                                         decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
+                                         head_fp32=mixed)
+    pad_id = 0 if model.pooling == "nonzero_count" else tok.pad_token_id
+    max_ctx, overlength = m.dataset.max_ctx, fid["overlength"]
+    train_items, _, drop_train = encode(tok, train_rows, max_ctx, overlength)
+    test_items, test_kept, drop_test = encode(tok, test_rows, max_ctx, overlength)
+    label_items, label_kept, drop_label = encode(tok, label_rows, max_ctx, overlength)
+    if not train_items:
+        raise RuntimeError(f"{stage.slug}: no training rows left after the max_ctx={max_ctx} filter")
+    steps_items = epoch_concat(train_items, t["epochs"], t["batch_size"])
+    nsteps = len(steps_items) // t["batch_size"]
+    if nsteps == 0:
+        raise RuntimeError(f"{stage.slug}: {len(train_items)} rows x {t['epochs']} epochs is less than one batch "
+                           f"of {t['batch_size']}; raise dataset.n_docs")
+    d = store.dir(stage.key)
+    args = training_args(d / "trainer", t, stage.seed, nsteps, 1, fid["precision"], m.output.log_every)
+    trainer = W2STrainer(model=model, args=args, train_dataset=Rows(steps_items), data_collator=Collator(pad_id),
+                         loss_name=stage.loss["name"], loss_params=stage.loss["params"],
+                         callbacks=[JsonlLog(d / "log.jsonl", sink)])
+    started = time.time()
+    trainer.train()
+    train_s = time.time() - started
+    test_probs = predict(trainer, test_items)
+    test_y = np.array([r["hard_label"] for r in test_kept])
+    store.write_table(stage.key, "predictions_test", label_table(test_kept, test_probs, with_text=False))
+    out = {"test_acc": accuracy(test_probs, test_y), "test_auroc": auroc(test_probs[:, 1], test_y),
+           "n_train": len(train_items), "n_test": len(test_items), "steps": nsteps,
+           "dropped_train": drop_train, "dropped_test": drop_test, "dropped_label": drop_label,
+           "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t["batch_size"] / train_s, 2),
+           "model_commit": commit, "pooling": model.pooling, "versions": versions()}
+    if label_rows:
+        out["labelled"] = (label_kept, predict(trainer, label_items))
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def encode(tok, rows: list[dict], max_ctx: int, overlength: str):
+    """Tokenize; rows with >= max_ctx tokens are dropped (reference) or truncated, and counted (Q12)."""
+    if not rows:
+        return [], [], 0
+    ids = tok([r["txt"] for r in rows], add_special_tokens=True)["input_ids"]
+    items, kept, dropped = [], [], 0
+    for r, x in zip(rows, ids):
+        if len(x) >= max_ctx:
+            dropped += 1
+            if overlength == "drop":
+                continue
+            x = x[: max_ctx - 1]
+        items.append({"input_ids": x, "soft_label": r["soft_label"]})
+        kept.append(r)
+    return items, kept, dropped
+
+
+def label_table(rows: list[dict], probs: np.ndarray, with_text: bool) -> pd.DataFrame:
+    """Predictions: id, text hash, probabilities, hard label; ground truth only in `analysis_gt_label`."""
+    df = pd.DataFrame({"id": [r["id"] for r in rows], "text_hash": [text_hash(r["txt"]) for r in rows],
+                       "soft_label": [list(map(float, p)) for p in probs],
+                       "hard_label": probs.argmax(-1).astype(int) if len(probs) else np.zeros(0, int)})
+    if with_text:
+        df.insert(2, "txt", [r["txt"] for r in rows])
+    df["analysis_gt_label"] = [r["hard_label"] for r in rows]
+    return df
+
+
+def pgr_of(m: Manifest, stage: Stage, metrics: dict, store: StageStore, plan: list[Stage]) -> dict:
+    """PGR for a transfer stage when its ceiling has finished (the results table recomputes it anyway)."""
+    if stage.kind != "transfer":
+        return {}
+    ceiling = next((s for s in plan if s.kind == "gt" and s.model == stage.model and s.seed == stage.seed
+                    and "ceiling" in s.roles), None)
+    if ceiling is None or not store.is_done(ceiling.key):
+        return {}
+    c = store.metrics(ceiling.key)["test_acc"]
+    return {"ceiling_acc": c, "pgr": pgr(metrics["weak_acc"], metrics["test_acc"], c)}

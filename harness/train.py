@@ -1,0 +1,158 @@
+"""Fine-tuning through HF Trainer: a subclass that applies a registry loss to soft labels.
+
+Reference semantics kept (REFERENCE.md §7): the data is shuffled once, epochs are concatenated in the
+same order and a batch may straddle the epoch boundary; the remainder is dropped; Adam without weight
+decay or clipping; cosine to 0 without warmup; losses see the whole optimizer batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, SequentialSampler
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .losses import BATCH_STATS, LOSSES
+
+
+class Rows(Dataset):
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class Collator:
+    """Right-pads input_ids with `pad_id` (0 under the reference pooling, as the reference pads)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        n, width = len(batch), max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            ids[i, : len(b["input_ids"])] = torch.as_tensor(b["input_ids"])
+            mask[i, : len(b["input_ids"])] = 1
+        out = {"input_ids": ids, "attention_mask": mask}
+        if "soft_label" in batch[0]:
+            out["soft_label"] = torch.tensor([b["soft_label"] for b in batch], dtype=torch.float32)
+        return out
+
+
+def epoch_concat(items: list[dict], epochs: float, batch_size: int) -> list[dict]:
+    """nsteps = floor(|D|·epochs / batch); the same order every epoch; the remainder dropped."""
+    nsteps = math.floor(len(items) * epochs / batch_size)
+    n = nsteps * batch_size
+    return [items[i % len(items)] for i in range(n)]
+
+
+class JsonlLog(TrainerCallback):
+    def __init__(self, path: Path, sink=None):
+        self.path, self.sink = path, sink
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "progress": state.global_step / max(1, state.max_steps), **logs}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.sink is not None:
+            self.sink(row)
+
+
+class W2STrainer(Trainer):
+    def __init__(self, *a, loss_name: str, loss_params: dict, **kw):
+        super().__init__(*a, **kw)
+        self.loss_name, self.loss_params = loss_name, loss_params
+        self._batch_stats: dict = {}
+        self._acc = [0, 0]
+
+    def _get_train_sampler(self, train_dataset=None):
+        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches, n_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._batch_stats = {}
+        if self.loss_name in BATCH_STATS and batches and (len(batches) > 1 or self.args.world_size > 1):
+            self._batch_stats = self._whole_batch_stats(batches)
+        return batches, n_items
+
+    @torch.no_grad()
+    def _whole_batch_stats(self, batches) -> dict:
+        """logconf's threshold is a statistic of the whole optimizer batch (Q3): a no-grad pass over
+        every micro-batch of this step (same weights, dropout off => the same probabilities the
+        training forward sees), gathered over ranks."""
+        p0, y1 = [], []
+        for b in batches:
+            b = self._prepare_inputs(b)
+            logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            p0.append(torch.softmax(logits.float(), -1)[:, 0])
+            y1.append(b["soft_label"][:, 1].float())
+        p0, y1 = torch.cat(p0), torch.cat(y1)
+        if self.args.world_size > 1:
+            p0, y1 = self.accelerator.gather(p0), self.accelerator.gather(y1)
+        return {"batch_p0": p0, "batch_prior1": y1.mean()}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        labels = inputs["soft_label"]
+        step_frac = self.state.global_step / max(1, self.state.max_steps)
+        loss = LOSSES[self.loss_name](logits, labels, step_frac, **self.loss_params, **self._batch_stats)
+        with torch.no_grad():
+            self._acc[0] += (logits.argmax(-1) == labels.argmax(-1)).sum().item()
+            self._acc[1] += labels.shape[0]
+        return (loss, logits) if return_outputs else loss
+
+    def log(self, logs, *args, **kw):
+        if "loss" in logs and self._acc[1]:
+            logs["train_accuracy"] = self._acc[0] / self._acc[1]
+            self._acc = [0, 0]
+        super().log(logs, *args, **kw)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        return None, logits.float(), None
+
+
+def training_args(out_dir: Path, t: dict, seed: int, nsteps: int, world_size: int, precision: str,
+                  log_every: int, deepspeed: dict | None = None) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    accum = t["batch_size"] // (t["micro_batch"] * world_size)
+    mixed = precision == "mixed" and t["dtype"] != "float32"
+    optim = "adafactor" if t["optimizer"] == "adafactor" else ("adamw_torch_fused" if cuda else "adamw_torch")
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=t["micro_batch"],
+        gradient_accumulation_steps=max(1, accum), per_device_eval_batch_size=t["eval_batch"],
+        learning_rate=t["lr"], weight_decay=0.0, max_grad_norm=0.0,   # Adam: no decay, no clipping
+        lr_scheduler_type="cosine" if t["lr_schedule"] == "cosine_anneal" else "constant",
+        warmup_steps=0, max_steps=nsteps, num_train_epochs=1, optim=optim,
+        logging_steps=log_every, logging_first_step=True, save_strategy="no", report_to=[],
+        seed=seed, data_seed=seed, use_cpu=not cuda, remove_unused_columns=False,
+        bf16=mixed and t["dtype"] == "bfloat16", fp16=mixed and t["dtype"] == "float16",
+        activation_checkpointing=bool(t["gradient_checkpointing"]), dataloader_drop_last=False,
+        disable_tqdm=False, deepspeed=deepspeed,
+    )
+
+
+def predict(trainer: W2STrainer, items: list[dict]) -> np.ndarray:
+    """Softmax probabilities [N,2] in the order given. Rows are run sorted by length (less padding)
+    and put back in order afterwards."""
+    if not items:
+        return np.zeros((0, 2), dtype=np.float32)
+    order = np.argsort([len(x["input_ids"]) for x in items], kind="stable")
+    logits = trainer.predict(Rows([items[i] for i in order])).predictions
+    probs = torch.softmax(torch.as_tensor(logits).float(), -1).numpy()
+    out = np.empty_like(probs)
+    out[order] = probs
+    return out
