@@ -127,20 +127,60 @@ build_postgres() {
     -f "$HERE/postgres.Dockerfile" -t "$POSTGRES_IMAGE" "$HERE"
 }
 
-targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(all)
-for t in "${targets[@]}"; do
-  case "$t" in
-    all)
-      if [ "$LOCAL_BASE" = 1 ]; then timed "build base ($BASE_TAG)" build_base; fi
-      timed "build postgres ($POSTGRES_IMAGE)" build_postgres
-      timed "build mlflow ($MLFLOW_IMAGE)" build_mlflow
-      timed "build trainer ($TRAINER_IMAGE, torch $TORCH_VARIANT)" build_trainer
-      ;;
+# Run several image builds at once (BuildKit builds them concurrently; pip installs are mostly single-core
+# and network-bound, so this roughly halves the wall time on 2 cores). Logs go to files, shown on failure.
+run_parallel() {  # run_parallel TARGET...
+  local logdir pids=() t rc=0
+  logdir=$(mktemp -d)
+  for t in "$@"; do
+    ( one "$t" ) > "$logdir/$t.log" 2>&1 &
+    pids+=("$!")
+  done
+  local i=0
+  for t in "$@"; do
+    if wait "${pids[$i]}"; then
+      grep '^\[build.sh\]' "$logdir/$t.log" >&2 || true
+    else
+      rc=1
+      log "$t FAILED; last lines of its log:"
+      tail -n 40 "$logdir/$t.log" >&2
+    fi
+    i=$((i + 1))
+  done
+  rm -rf "$logdir"
+  return "$rc"
+}
+
+one() {
+  case "$1" in
     base) timed "build base ($BASE_TAG)" build_base ;;
     trainer) timed "build trainer ($TRAINER_IMAGE, torch $TORCH_VARIANT)" build_trainer ;;
     mlflow) timed "build mlflow ($MLFLOW_IMAGE)" build_mlflow ;;
     postgres) timed "build postgres ($POSTGRES_IMAGE)" build_postgres ;;
     *) echo "usage: $0 [base|trainer|mlflow|postgres|all]..." >&2; exit 2 ;;
   esac
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(all)
+expanded=()
+for t in "${targets[@]}"; do
+  if [ "$t" = all ]; then expanded+=(postgres mlflow trainer); else expanded+=("$t"); fi
 done
+# The base comes first (everything is built FROM it), then the images.
+images=()
+if [[ " ${targets[*]} " == *" all "* ]] && [ "$LOCAL_BASE" = 1 ]; then one base; fi
+for t in "${expanded[@]}"; do
+  if [ "$t" = base ]; then one base; else images+=("$t"); fi
+done
+t_all0=$(date +%s.%N)
+if [ "${W2S_BUILD_PARALLEL:-1}" = 1 ] && [ ${#images[@]} -gt 1 ]; then
+  run_parallel "${images[@]}"
+else
+  for t in "${images[@]}"; do one "$t"; done
+fi
+if [ ${#images[@]} -gt 1 ]; then
+  dt=$(awk -v a="$t_all0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+  log "all image builds (${images[*]}): ${dt} s"
+  echo "build all images (${images[*]}) $dt" >> "${W2S_TIMINGS_FILE:-/dev/null}"
+fi

@@ -107,17 +107,18 @@ def plan(file, overrides):
 @click.argument("file", type=click.Path())
 @click.option("-o", "--override", "overrides", multiple=True, help="dotted key=value; validated like the YAML")
 @click.option("--force", is_flag=True, help="recompute stages even if cached")
-@click.option("--only", "only", default=None, help="run only the stage whose key starts with this")
+@click.option("--only", "only", multiple=True, help="run only stages whose key starts with this (repeatable)")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local sqlite store)")
 @click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
 def run(file, overrides, force, only, tracking_uri, no_tracking):
     """Run the plan: every uncached stage, then the results table."""
-    from . import protocol, results
-    from .store import StageStore
     from .tracking import TrackingError, make_tracker
 
     m = _load(file, overrides)
     stages = _plan(m, file)
+    if only and not any(s.key.startswith(tuple(only)) for s in stages):
+        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
+        sys.exit(2)
     con = _console()
     try:
         tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
@@ -125,6 +126,9 @@ def run(file, overrides, force, only, tracking_uri, no_tracking):
     except TrackingError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
+    # torch/transformers load only now: a dead tracking server is reported within seconds, before this
+    from . import protocol, results
+    from .store import StageStore
     ok = False
     try:
         protocol.run(m, tracker, force=force, only=only, echo=con.print)
@@ -158,6 +162,26 @@ def env():
     for k, v in {**versions(), "git": git_commit()}.items():
         click.echo(f"{k}: {v}")
 
+
+@main.command("schema-docs", hidden=True)
+def schema_docs():
+    """Print docs/manifest.md (generated from the schema)."""
+    from .schema_docs import render
+
+    click.echo(render(), nl=False)
+
+
+def _register_optional_commands():
+    # `report` and `ui` live in harness.cli_report (they need matplotlib / mlflow).
+    try:
+        from .cli_report import COMMANDS
+    except ImportError:
+        return
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_register_optional_commands()
 
 if __name__ == "__main__":
     main()

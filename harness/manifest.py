@@ -22,6 +22,15 @@ from .models import MODELS, POOLINGS, is_local
 OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label"}
 
 
+class Problems(ValueError):
+    """Several problems found by one validator, each with its location (a tuple of keys and list
+    indices) relative to what the validator checks, so that each is reported on its own line."""
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        super().__init__("; ".join(msg for _, msg in problems))
+        self.problems = problems
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -35,7 +44,7 @@ class DataConfig(Strict):
     name: str = Field(description="dataset registry name (harness.data.DATASETS)")
     source: str | None = Field(None, description="local data directory laid out as ../shared/data (default: $W2S_DATA_DIR, else the hub)")
     revision: str | None = Field(None, description="hub revision (default: the registry's pin)")
-    n_docs: int = Field(20000, ge=2, description="training rows drawn before the 50/50 weak/student split")
+    n_docs: int = Field(20000, ge=2, description="training rows drawn before the 50/50 weak/student split (at least 2: one per half)")
     n_test_docs: int = Field(10000, ge=1, description="test rows")
     max_ctx: int = Field(1024, ge=8, description="examples with >= max_ctx tokens are dropped (or truncated, per fidelity.overlength)")
     splits: Splits = Field(default_factory=Splits)
@@ -104,8 +113,9 @@ class LossConfig(Strict):
             raise ValueError(f"unknown loss {self.name!r}{_did_you_mean(self.name, LOSSES)}; registered: {', '.join(LOSSES)}")
         for key in self.params:
             if key not in LOSS_DEFAULTS[self.name]:
-                raise ValueError(f"loss {self.name!r} has no parameter {key!r}{_did_you_mean(key, LOSS_DEFAULTS[self.name])}; "
-                                 f"its parameters: {', '.join(LOSS_DEFAULTS[self.name]) or 'none'}")
+                raise Problems([(("params", key), f"loss {self.name!r} has no parameter {key!r}"
+                                 f"{_did_you_mean(key, LOSS_DEFAULTS[self.name])}; "
+                                 f"its parameters: {', '.join(LOSS_DEFAULTS[self.name]) or 'none'}")])
         if self.name == "logconf" and self.params.get("warmup") not in (None, "linear", "reference"):
             raise ValueError("logconf warmup must be 'linear' or 'reference'")
         return self
@@ -157,32 +167,69 @@ class Manifest(Strict):
     output: Output = Field(default_factory=Output)
     tracking: Tracking = Field(default_factory=Tracking)
 
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        dupes = sorted({x for x in v if v.count(x) > 1})
+        if dupes:
+            raise Problems([((), f"duplicate seed(s) {dupes}; list each seed once")])
+        return v
+
+    @field_validator("losses")
+    @classmethod
+    def _unique_losses(cls, v):
+        names = [l.name for l in v]
+        problems = [((i,), f"loss {n!r} is listed twice; one entry per loss")
+                    for i, n in enumerate(names) if n in names[:i]]
+        if problems:
+            raise Problems(problems)
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v):
+        labels = [m.label for m in v]
+        problems = [((i,), f"duplicate model name {n!r} (also models.{labels.index(n)}); "
+                                    f"give each a distinct `name:`")
+                    for i, n in enumerate(labels) if n in labels[:i]]
+        if problems:
+            raise Problems(problems)
+        return v
+
     @model_validator(mode="after")
     def _ladder(self):
+        # Every cross-field problem is collected, each with its own location (see Problems).
+        problems: list[tuple[tuple, str]] = []
         labels = [m.label for m in self.models]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
-            raise ValueError(f"models: duplicate model name(s) {dupes}; give each a distinct `name:`")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds: duplicate seeds")
-        names = [l.name for l in self.losses]
-        if len(set(names)) != len(names):
-            raise ValueError("losses: the same loss is listed twice; one entry per loss")
         if self.pairs != "all":
-            for weak, strong in self.pairs:
-                for m in (weak, strong):
-                    if m not in labels:
-                        raise ValueError(f"pairs: {m!r} is not a model name{_did_you_mean(m, labels)}; names: {labels}")
-                if labels.index(weak) >= labels.index(strong):
-                    raise ValueError(f"pairs: [{weak}, {strong}] makes no sense: the weak model must come before "
-                                     f"the strong one in `models` (weakest first)")
+            for k, (weak, strong) in enumerate(self.pairs):
+                unknown = [m for m in (weak, strong) if m not in labels]
+                for m in unknown:
+                    problems.append((("pairs", k), f"{m!r} is not a model name{_did_you_mean(m, labels)}; "
+                                                   f"names: {labels}"))
+                if unknown:
+                    continue
+                if weak == strong:
+                    problems.append((("pairs", k), f"[{weak}, {strong}]: weak and strong are the same model; "
+                                                   f"a pair needs two different models"))
+                elif labels.index(weak) > labels.index(strong):
+                    problems.append((("pairs", k), f"[{weak}, {strong}] makes no sense: the weak model must come "
+                                                   f"before the strong one in `models` (weakest first)"))
         elif len(labels) < 2:
-            raise ValueError("models: a weak-to-strong ladder needs at least two models")
+            problems.append((("models",), "a weak-to-strong ladder needs at least two models "
+                                          "(weakest first); add a stronger model"))
         for i, m in enumerate(self.models):
             t = self.resolved_train(m)
             if t["batch_size"] % t["micro_batch"]:
-                raise ValueError(f"models[{i}] ({m.label}): batch_size {t['batch_size']} is not divisible by "
-                                 f"micro_batch {t['micro_batch']}; pick a micro_batch that divides it")
+                loc = (("models", i, "micro_batch") if m.micro_batch is not None else
+                       ("models", i, "batch_size") if m.batch_size is not None else
+                       ("train", "micro_batch") if self.train.micro_batch is not None else ("models", i))
+                msg = (f"batch_size {t['batch_size']} is not divisible by micro_batch {t['micro_batch']}"
+                       f"{'' if loc[0] == 'train' else f' (model {m.label})'}; pick a micro_batch that divides it")
+                if all(loc != seen for seen, _ in problems):
+                    problems.append((loc, msg))
+        if problems:
+            raise Problems(problems)
         return self
 
     # -- resolution: defaults <- model table <- train: <- model overrides ------------------------
@@ -290,7 +337,8 @@ def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ManifestError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+        raise ManifestError([f"{where}: not valid YAML: {getattr(e, 'problem', e)} "
+                             f"(check the indentation, colons and quoting on this line and the one before)"]) from None
     if not isinstance(raw, dict):
         raise ManifestError([f"{path}:1: a manifest is a YAML mapping (name:, dataset:, models:, ...)"])
     lines = _line_map(node) if node is not None else {}
@@ -303,28 +351,68 @@ def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
     try:
         return Manifest.model_validate(_expand(raw))
     except ValidationError as e:
-        raise ManifestError(_format_errors(e, path, lines, [k for k, _ in parsed])) from None
+        keys = [k for k, _ in parsed]
+        problems = _format_errors(e, path, lines, keys)
+        problems += [p for p in _ladder_problems(_expand(raw), e, path, lines, keys) if p not in problems]
+        raise ManifestError(problems) from None
 
 
-def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: list[str]) -> list[str]:
+_LADDER_KEYS = ("models", "pairs", "train")
+_PLACEHOLDERS = {"name": "placeholder", "dataset": {"name": "sst2"}}
+
+
+def _ladder_problems(raw: dict, err: ValidationError, path: Path, lines: dict, overridden: list[str]) -> list[str]:
+    """Pydantic skips the cross-field checks (pairs, batch divisibility) when any field fails. To still
+    report every problem at once, validate again with the failing unrelated top-level fields replaced
+    by placeholders or defaults, and keep only the problems under models/pairs/train."""
+    failed = {e["loc"][0] for e in err.errors() if e["loc"]}
+    if not isinstance(raw, dict) or failed & set(_LADDER_KEYS) or not failed:
+        return []
+    retry = {k: v for k, v in raw.items() if k not in failed}
+    retry.update({k: v for k, v in _PLACEHOLDERS.items() if k in failed})
+    try:
+        Manifest.model_validate(retry)
+    except ValidationError as e2:
+        return _format_errors(e2, path, lines, overridden, keep=lambda loc: bool(loc) and loc[0] in _LADDER_KEYS)
+    return []
+
+
+def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: list[str],
+                   keep=lambda loc: True) -> list[str]:
     problems = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after", "function-before")))
         loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith(("tuple[", "list[", "literal[", "Literal["))))
-        dotted = ".".join(str(x) for x in loc)
-        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-        src = next((f"override -o {k}" for k in overridden if dotted.startswith(k) or k.startswith(dotted) and dotted),
-                   f"{path}:{line}" if line else str(path))
+        error = (e.get("ctx") or {}).get("error")
+        if isinstance(error, Problems):     # several problems, each at its own place
+            problems += [_problem(loc + tuple(sub), msg, path, lines, overridden)
+                         for sub, msg in error.problems if keep(loc + tuple(sub))]
+            continue
+        if not keep(loc):
+            continue
         msg = e["msg"].removeprefix("Value error, ")
+        parent = _model_at(loc[:-1]) if loc else None
+        field = parent.model_fields.get(loc[-1]) if parent and isinstance(loc[-1], str) else None
+        hint = field.description if field is not None and field.description else ""
         if e["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            msg = f"unknown key {loc[-1]!r}{_did_you_mean(loc[-1], parent.model_fields) if parent else ''}"
+            close = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
+            msg = f"unknown key {loc[-1]!r}" + (close or (f" (valid keys: {', '.join(parent.model_fields)})" if parent else ""))
         elif e["type"] == "missing":
-            msg = "required field is missing"
+            msg = "required field is missing" + (f" ({hint})" if hint else "")
         elif "input" in e and e["type"] not in ("value_error", "assertion_error") and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r})"
-        problems.append(f"{src}: {dotted or '<top>'}: {msg}")
+            msg += f" (got {e['input']!r}" + (f"; {loc[-1]}: {hint})" if hint else ")")
+        problems.append(_problem(loc, msg, path, lines, overridden))
     return problems
+
+
+def _problem(loc: tuple, msg: str, path: Path, lines: dict, overridden: list[str]) -> str:
+    """`FILE:LINE: field.path: message (hint)`, or `override -o KEY: ...` when an override put it there."""
+    dotted = ".".join(str(x) for x in loc)
+    line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+    src = next((f"override -o {k}" for k in overridden
+                if dotted == k or dotted.startswith(k + ".") or (dotted and k.startswith(dotted + "."))),
+               f"{path}:{line}" if line else str(path))
+    return f"{src}: {dotted or '<top>'}: {msg}"
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

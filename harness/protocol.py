@@ -33,14 +33,17 @@ from .train import Collator, JsonlLog, Rows, W2STrainer, epoch_concat, predict, 
 log = logging.getLogger(__name__)
 
 
-def run(m: Manifest, tracker, *, force: bool = False, only: str | None = None, echo=print) -> list[Stage]:
+def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = (), echo=print) -> list[Stage]:
     plan = build_plan(m)
     store = StageStore(m.output.dir)
     splits: dict[int, Splits] = {}
-    todo = [s for s in plan if not only or s.key.startswith(only)]
+    todo = [s for s in plan if not only or s.key.startswith(tuple(only))]
     if only and not todo:
-        raise ValueError(f"--only {only}: no stage key starts with it (see `w2s plan`)")
+        raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")
     for i, stage in enumerate(todo, 1):
+        if not force and not store.is_done(stage.key) and tracker.restore(stage, store):
+            echo(f"[{i}/{len(todo)}] {stage.slug}: fetched from the tracking server ({stage.key[:12]})")
+            continue
         if store.is_done(stage.key) and not force:
             echo(f"[{i}/{len(todo)}] {stage.slug}: cached ({stage.key[:12]})")
             tracker.stage_cached(stage, store.metrics(stage.key), store.dir(stage.key))

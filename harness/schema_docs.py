@@ -1,0 +1,49 @@
+"""docs/manifest.md, generated from the pydantic schema so the two never drift (a test checks)."""
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+
+from . import manifest as mf
+
+SECTIONS = [("top level", mf.Manifest), ("dataset", mf.DataConfig), ("dataset.splits", mf.Splits),
+            ("models[] (also every field of `train`)", mf.ModelConfig), ("train", mf.TrainFields),
+            ("losses[] / gt_loss", mf.LossConfig), ("fidelity", mf.Fidelity), ("output", mf.Output),
+            ("tracking", mf.Tracking)]
+
+
+def _type(ann) -> str:
+    text = repr(ann) if not isinstance(ann, type) else ann.__name__
+    for junk in ("typing.", "harness.manifest.", "<class '", "'>"):
+        text = text.replace(junk, "")
+    return text.replace("NoneType", "None").replace("|", "\\|")
+
+
+def render() -> str:
+    out = ["# Manifest reference", "",
+           "Generated from `harness/manifest.py` by `w2s schema-docs > docs/manifest.md`; do not edit by hand.",
+           "Every key is validated before any compute: unknown keys, wrong types, unknown dataset/model/loss",
+           "names and impossible ladders are reported with file, line, field path and a fix.",
+           "Identity fields change results and feed cache keys and MLflow params; operational fields",
+           f"({', '.join(sorted(mf.OPERATIONAL))}) never do.", "",
+           "Training defaults when nothing is set: " + ", ".join(f"`{k}: {v}`" for k, v in mf.TRAIN_DEFAULTS.items()) + ".",
+           "Model-table defaults (lr, optimizer, eval batch, pinned revision) apply to registry names.", "",
+           "Fidelity profiles (REFERENCE.md §11):", ""]
+    out += ["| quirk | reference | fixed |", "|---|---|---|"]
+    out += [f"| {k} | {mf.PROFILES['reference'][k]} | {mf.PROFILES['fixed'][k]} |" for k in mf.PROFILES["fixed"]]
+    for title, model in SECTIONS:
+        out += ["", f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        fields = model.model_fields if model is not mf.ModelConfig else {
+            k: v for k, v in model.model_fields.items() if k not in mf.TrainFields.model_fields}
+        for name, f in fields.items():
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=False))
+            if f.default_factory is not None:
+                default = "(see section)" if _is_model(f.annotation) else "[xent]" if name in ("losses", "gt_loss") else "…"
+            out.append(f"| `{name}` | {_type(f.annotation)} | {default} | {f.description or ''} |")
+    return "\n".join(out) + "\n"
+
+
+def _is_model(ann) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel) or any(
+        isinstance(a, type) and issubclass(a, BaseModel) for a in typing.get_args(ann))
