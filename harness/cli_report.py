@@ -93,9 +93,9 @@ def report(source, compare, out, tracking_uri):
                 got = "—" if r["got"] != r["got"] or isinstance(r["got"], str) else f"{r['got']:.4f}"
                 click.echo(f"{r['status']:4}  {r['what']:<{width}}  got {got:>8}  expected {r['want']}"
                            + (f"  ({r['why']})" if r["why"] else ""))
-            n_fail = sum(r["status"] == "FAIL" for r in rows)
-            failed |= n_fail > 0
-            click.echo(f"{d.name}: {len(rows) - n_fail} passed, {n_fail} failed (vs {compare})")
+            n = {k: sum(r["status"] == k for r in rows) for k in ("PASS", "FAIL", "SKIP")}
+            failed |= n["FAIL"] > 0
+            click.echo(f"{d.name}: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped (vs {compare})")
     sys.exit(1 if failed else 0)
 
 

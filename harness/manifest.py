@@ -19,7 +19,7 @@ from .data import DATASETS
 from .losses import LOSS_DEFAULTS, LOSSES
 from .models import MODELS, POOLINGS, is_local
 
-OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label"}
+OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label", "resources"}
 
 
 class Problems(ValueError):
@@ -79,11 +79,32 @@ TRAIN_DEFAULTS = dict(batch_size=32, micro_batch=8, epochs=2.0, lr_schedule="cos
                       linear_probe=False, head_init="zero", dropout=False, gradient_checkpointing=False)
 
 
+class Resources(Strict):
+    """Where and how a stage trains; operational (never in cache keys): ZeRO partitions the same
+    computation, so results change by float noise only. Precision is not here: it is the model's
+    `dtype` + `fidelity.precision` (identity). Unset keys fall back to the top-level `resources:`."""
+    launcher: Literal["none", "deepspeed", "torchrun"] | None = Field(None, description="none = train in the `w2s run` process; else each stage runs in a launched multi-process worker (default none)")
+    gpus: int | None = Field(None, ge=1, description="processes (GPUs) per node (default 1)")
+    nodes: int | None = Field(None, ge=1, description="nodes (default 1; more than one needs launcher deepspeed and a hostfile)")
+    hostfile: str | None = Field(None, description="DeepSpeed hostfile for several nodes")
+    zero_stage: Literal[0, 2, 3, "auto"] | None = Field(None, description="ZeRO stage; auto picks stage and offload from the parameter count and GPU memory (default auto)")
+    offload_optimizer: Literal["none", "cpu"] | None = Field(None, description="optimizer states on the CPU (set by auto unless given)")
+    offload_params: Literal["none", "cpu"] | None = Field(None, description="ZeRO-3 parameters on the CPU (set by auto unless given)")
+    gpu_memory_gb: float | None = Field(None, gt=0, description="GPU memory for the auto policy (default: the visible GPU's)")
+    deepspeed: dict[str, Any] | None = Field(None, description="extra DeepSpeed config keys merged over the generated config (allow-listed)")
+
+
+RESOURCE_DEFAULTS = dict(launcher="none", gpus=1, nodes=1, hostfile=None, zero_stage="auto", offload_optimizer=None,
+                         offload_params=None, gpu_memory_gb=None, deepspeed=None)
+
+
 class ModelConfig(TrainFields):
     id: str = Field(description="model-table name, hub id, or local directory")
     name: str | None = Field(None, description="short label used in pairs and reports (default: the id's last part)")
     revision: str | None = Field(None, description="hub revision (default: the model table's pin)")
     pooling: Literal[POOLINGS] | None = Field(None, description="last | nonzero_count | mean | cls (default: per family and fidelity)")
+    resources: Resources | None = Field(None, description="per-model overrides of the top-level `resources:` (operational)")
+    trust_remote_code: bool | None = Field(None, description="run the model repo's own code (Qwen-1 needs it; default: the model table's)")
 
     @field_validator("id")
     @classmethod
@@ -166,6 +187,7 @@ class Manifest(Strict):
     fidelity: Fidelity = Field(default_factory=Fidelity)
     output: Output = Field(default_factory=Output)
     tracking: Tracking = Field(default_factory=Tracking)
+    resources: Resources = Field(default_factory=Resources, description="launcher, GPUs, ZeRO (operational; see docs/performance.md)")
 
     @field_validator("seeds")
     @classmethod
@@ -228,6 +250,9 @@ class Manifest(Strict):
                        f"{'' if loc[0] == 'train' else f' (model {m.label})'}; pick a micro_batch that divides it")
                 if all(loc != seen for seen, _ in problems):
                     problems.append((loc, msg))
+                continue
+            from .zero import resource_problems   # no deepspeed import: arithmetic and allow-list only
+            problems += [p for p in resource_problems(self, i, m, t) if all(p[0] != seen for seen, _ in problems)]
         if problems:
             raise Problems(problems)
         return self
@@ -244,6 +269,17 @@ class Manifest(Strict):
         out.setdefault("optimizer", "adam")
         out["micro_batch"] = min(out["micro_batch"], out["batch_size"])
         out.setdefault("eval_batch", out["micro_batch"] * 4)
+        return out
+
+    def trust_remote_code(self, m: ModelConfig) -> bool:
+        entry = MODELS.get(m.id)
+        return m.trust_remote_code if m.trust_remote_code is not None else bool(entry and entry.trust_remote_code)
+
+    def resolved_resources(self, m: ModelConfig) -> dict:
+        out = dict(RESOURCE_DEFAULTS)
+        out.update({k: v for k, v in self.resources.model_dump().items() if v is not None})
+        if m.resources is not None:
+            out.update({k: v for k, v in m.resources.model_dump().items() if v is not None})
         return out
 
     def hub_id(self, m: ModelConfig) -> tuple[str, str | None]:
@@ -326,10 +362,13 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
-    path = Path(path)
+def _read_yaml(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
+    """Raw mapping plus {yaml path: "FILE:LINE"}; `extends: base.yaml` merges the file over its base
+    (mappings merge key by key, anything else is replaced), so a manifest can be a small diff."""
     if not path.exists():
-        raise ManifestError([f"{path}: no such file"])
+        raise ManifestError([f"{chain[-1] if chain else path}: no such file {path}" if chain else f"{path}: no such file"])
+    if path.resolve() in chain:
+        raise ManifestError([f"{path}: `extends` loops back to itself"])
     text = path.read_text()
     try:
         node = yaml.compose(text)
@@ -341,7 +380,26 @@ def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
                              f"(check the indentation, colons and quoting on this line and the one before)"]) from None
     if not isinstance(raw, dict):
         raise ManifestError([f"{path}:1: a manifest is a YAML mapping (name:, dataset:, models:, ...)"])
-    lines = _line_map(node) if node is not None else {}
+    lines = {k: f"{path}:{v}" for k, v in (_line_map(node) if node is not None else {}).items()}
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw, lines
+    if not isinstance(base, str):
+        raise ManifestError([f"{lines.get(('extends',), path)}: extends: expected a path to a base manifest"])
+    base_raw, base_lines = _read_yaml((path.parent / base), chain + (path.resolve(),))
+    return _merge(base_raw, raw), {**base_lines, **lines}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
+    path = Path(path)
+    raw, lines = _read_yaml(path)
     parsed = parse_overrides(list(overrides))
     for key, value in parsed:
         try:
@@ -411,7 +469,7 @@ def _problem(loc: tuple, msg: str, path: Path, lines: dict, overridden: list[str
     line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
     src = next((f"override -o {k}" for k in overridden
                 if dotted == k or dotted.startswith(k + ".") or (dotted and k.startswith(dotted + "."))),
-               f"{path}:{line}" if line else str(path))
+               line if isinstance(line, str) else f"{path}:{line}" if line else str(path))
     return f"{src}: {dotted or '<top>'}: {msg}"
 
 

@@ -17,13 +17,12 @@ from torch import nn
 @dataclass(frozen=True)
 class Family:
     kind: str                     # decoder | encoder
-    trust_remote_code: bool = False
 
 
 FAMILIES: dict[str, Family] = {
     **{t: Family("decoder") for t in ("gpt2", "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2",
                                      "gemma3_text", "gpt_neox", "phi", "phi3", "opt", "olmo2", "smollm3")},
-    "qwen": Family("decoder", trust_remote_code=True),   # Qwen-1 remote code (the reference's Qwen)
+    "qwen": Family("decoder"),    # Qwen-1 (the reference's Qwen): needs trust_remote_code (model table)
     **{t: Family("encoder") for t in ("bert", "mpnet", "roberta", "xlm-roberta", "deberta-v2",
                                      "distilbert", "electra", "modernbert")},
 }
@@ -41,6 +40,7 @@ class ModelEntry:
     optimizer: str = "adam"
     grad_ckpt: bool = False
     params: float | None = None   # parameter count, for plan estimates
+    trust_remote_code: bool = False
 
 
 QWEN_REVISIONS = {
@@ -54,10 +54,10 @@ MODELS: dict[str, ModelEntry] = {
     "gpt2-medium": ModelEntry("openai-community/gpt2-medium", 5e-5, params=355e6),
     "gpt2-large": ModelEntry("openai-community/gpt2-large", 1e-5, params=774e6),
     "gpt2-xl": ModelEntry("openai-community/gpt2-xl", 1e-5, eval_batch=2, grad_ckpt=True, params=1.56e9),
-    "Qwen/Qwen-1_8B": ModelEntry("Qwen/Qwen-1_8B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-1_8B"], grad_ckpt=True, params=1.8e9),
-    "Qwen/Qwen-7B": ModelEntry("Qwen/Qwen-7B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-7B"], grad_ckpt=True, params=7.7e9),
-    "Qwen/Qwen-14B": ModelEntry("Qwen/Qwen-14B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-14B"], grad_ckpt=True, params=14.2e9),
-    "Qwen/Qwen-72B": ModelEntry("Qwen/Qwen-72B", 1e-5, 1, QWEN_REVISIONS["Qwen/Qwen-72B"], "adafactor", True, 72.3e9),
+    "Qwen/Qwen-1_8B": ModelEntry("Qwen/Qwen-1_8B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-1_8B"], grad_ckpt=True, params=1.8e9, trust_remote_code=True),
+    "Qwen/Qwen-7B": ModelEntry("Qwen/Qwen-7B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-7B"], grad_ckpt=True, params=7.7e9, trust_remote_code=True),
+    "Qwen/Qwen-14B": ModelEntry("Qwen/Qwen-14B", 1e-5, 2, QWEN_REVISIONS["Qwen/Qwen-14B"], grad_ckpt=True, params=14.2e9, trust_remote_code=True),
+    "Qwen/Qwen-72B": ModelEntry("Qwen/Qwen-72B", 1e-5, 1, QWEN_REVISIONS["Qwen/Qwen-72B"], "adafactor", True, 72.3e9, True),
     # The offline encoder ladder (../shared/assets/seed-hf-cache.sh).
     "sentence-transformers/paraphrase-MiniLM-L3-v2": ModelEntry("sentence-transformers/paraphrase-MiniLM-L3-v2", 5e-5, params=17.4e6),
     "sentence-transformers/all-MiniLM-L6-v2": ModelEntry("sentence-transformers/all-MiniLM-L6-v2", 5e-5, params=22.7e6),
@@ -106,15 +106,55 @@ class W2SClassifier(nn.Module):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
 
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kw):
+        # Acts because training runs in train() mode (dropout is off via the config, not eval()).
+        self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs, **kw)
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return bool(getattr(self.backbone, "is_activation_checkpointing", False))
+
+    is_gradient_checkpointing = is_activation_checkpointing
+
 
 def init_head(linear: nn.Linear, how: str) -> None:
-    with torch.no_grad():
+    """Under ZeRO-3 partitioning (zero.Init) the weight is an empty shard and an in-place init would
+    silently do nothing (transformers#28244): gather it, initialise on rank 0, re-partition."""
+    gathered = contextlib.nullcontext()
+    if hasattr(linear.weight, "ds_id"):
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters([linear.weight], modifier_rank=0)
+    with gathered, torch.no_grad():
         if how == "zero":      # the reference: logits start at 0, p = (1/2, 1/2)
             linear.weight.zero_()
         elif how == "normal":
             linear.weight.normal_(0.0, 0.02)
         else:
             raise ValueError(f"unknown head_init {how!r}")
+
+
+def head_norm(linear: nn.Linear) -> float:
+    """The full head weight's norm, gathered first under ZeRO-3."""
+    gathered = contextlib.nullcontext()
+    if hasattr(linear.weight, "ds_id"):
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters([linear.weight])
+    with gathered:
+        return float(linear.weight.detach().float().norm())
+
+
+def check_head_init(linear: nn.Linear, how: str) -> float:
+    """Fail loudly when the configured head init did not take (zero -> exactly 0)."""
+    norm = head_norm(linear)
+    expected = 0.02 * linear.weight.ds_numel ** 0.5 if hasattr(linear.weight, "ds_numel") else 0.02 * linear.weight.numel() ** 0.5
+    ok = norm == 0.0 if how == "zero" else abs(norm / expected - 1) < 0.5
+    if not ok:
+        raise RuntimeError(f"classifier head is not initialised as configured (head_init={how}): its norm is "
+                           f"{norm:.6g}, expected {'0' if how == 'zero' else f'about {expected:.3g}'} "
+                           f"(ZeRO-3 skipped the init? transformers#28244)")
+    return norm
 
 
 def _disable_dropout(config) -> None:
@@ -147,20 +187,34 @@ def family_of(config) -> Family:
 
 
 def load_classifier(model_id: str, revision: str | None, dtype: str, pooling: str | None, decoder_pooling: str,
-                    linear_probe: bool, head_init: str, dropout: bool, head_fp32: bool = True):
+                    linear_probe: bool, head_init: str, dropout: bool, head_fp32: bool = True,
+                    trust_remote_code: bool = False):
     """The classifier and its family. `pooling` (the manifest's) wins; else decoders use
     `decoder_pooling` (last | nonzero_count, per fidelity) and encoders mean pooling."""
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True)
+    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     fam = family_of(config)
     if not dropout:
         _disable_dropout(config)
     torch_dtype = DTYPES[dtype]
     backbone = AutoModel.from_pretrained(model_id, revision=revision, config=config, dtype=torch_dtype,
-                                         trust_remote_code=fam.trust_remote_code)
+                                         trust_remote_code=trust_remote_code)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
     default = decoder_pooling if fam.kind == "decoder" else DEFAULT_POOLING[fam.kind]
-    model = W2SClassifier(backbone, hidden, pooling or default, linear_probe,
-                          head_init, torch.float32 if head_fp32 else torch_dtype)
+    with _zero3_init():   # the head is partitioned like the backbone; init_head gathers it to initialise
+        model = W2SClassifier(backbone, hidden, pooling or default, linear_probe,
+                              head_init, torch.float32 if head_fp32 else torch_dtype)
     return model, fam, getattr(config, "_commit_hash", None)
+
+
+def _zero3_init():
+    """deepspeed.zero.Init when HF's ZeRO-3 integration is on (TrainingArguments(deepspeed=...) built
+    first), else nothing. Transformers model classes are imported before it (ENVIRONMENT.md §8)."""
+    from transformers.integrations import deepspeed_config, is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config())

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
+import os
 import time
 
 import numpy as np
@@ -23,14 +25,18 @@ from transformers import set_seed
 
 from .data.splits import Splits, make_splits, text_hash
 from .envinfo import versions
+from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items
 from .manifest import Manifest
 from .metrics import accuracy, auroc, pgr
 from .models import load_classifier, load_tokenizer
 from .plan import Stage, build_plan
 from .store import StageStore
-from .train import Collator, JsonlLog, Rows, W2STrainer, epoch_concat, predict, training_args
+from . import launch, zero
+from .train import Collator, HeadInitCheck, JsonlLog, Rows, W2STrainer, epoch_concat, predict, training_args
 
 log = logging.getLogger(__name__)
+# What determines a text's pooled features (the training hyper-parameters do not).
+FEATURE_KEYS = ("id", "revision", "local_digest", "dtype", "precision", "decoder_pooling")
 
 
 def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = (), echo=print) -> list[Stage]:
@@ -56,7 +62,10 @@ def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = ()
             splits[stage.seed] = make_splits(m.dataset.model_copy(
                 update={"sampling": m.dataset.sampling or m.fidelity.resolved()["sampling"]}), stage.seed)
         with tracker.stage(stage) as sink:
-            metrics = (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
+            if launch.launched(m, stage):    # resources.launcher: a multi-process worker trains the stage
+                metrics = launch.run_stage(m, stage, store, sink, echo=echo)
+            else:
+                metrics = (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
             metrics.update(pgr_of(m, stage, metrics, store, plan))
             store.finish(stage.key, metrics)
             tracker.stage_finished(stage, metrics, store.dir(stage.key))
@@ -107,29 +116,50 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     fid = m.fidelity.resolved()
     hub_id, revision = m.hub_id(mc)
     set_seed(stage.seed)
-    tok = load_tokenizer(hub_id, revision)
+    remote = m.trust_remote_code(mc)
+    tok = load_tokenizer(hub_id, revision, remote)
     mixed = fid["precision"] == "mixed"
     decoder_pooling = "nonzero_count" if fid["pooling"] == "nonzero_count" else "last"
-    model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
-                                         decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
-                                         head_fp32=mixed)
-    pad_id = 0 if model.pooling == "nonzero_count" else tok.pad_token_id
     max_ctx, overlength = m.dataset.max_ctx, fid["overlength"]
-    train_items, _, drop_train = encode(tok, train_rows, max_ctx, overlength)
+    train_items, train_kept, drop_train = encode(tok, train_rows, max_ctx, overlength)
     test_items, test_kept, drop_test = encode(tok, test_rows, max_ctx, overlength)
     label_items, label_kept, drop_label = encode(tok, label_rows, max_ctx, overlength)
     if not train_items:
         raise RuntimeError(f"{stage.slug}: no training rows left after the max_ctx={max_ctx} filter")
+    nsteps = math.floor(len(train_items) * t["epochs"] / t["batch_size"])
+    # Launched workers (harness.worker) train on every rank with the DeepSpeed config they activated; the
+    # arguments come before the model so that HF's ZeRO-3 integration (zero.Init) is on while it is built.
+    ds = zero.active()
+    args = training_args(store.dir(stage.key) / "trainer", t, stage.seed, nsteps,
+                         int(os.environ.get("WORLD_SIZE", 1)) if ds else 1, fid["precision"], m.output.log_every,
+                         deepspeed=ds)
+    if ds:
+        _ = args.device     # sets up the process group before zero.Init
+    model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
+                                         decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
+                                         head_fp32=mixed, trust_remote_code=remote)
+    pad_id = 0 if model.pooling == "nonzero_count" else tok.pad_token_id
+    collate = Collator(pad_id)
+    if t["linear_probe"]:
+        # Frozen backbone, no dropout: pooled features are a constant per text, so compute them once
+        # (cached across stages) and train the head alone (harness.features).
+        cache = FeatureCache(m.output.dir, {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS},
+                                            "pooling": model.pooling, "max_ctx": max_ctx, "overlength": overlength})
+        def to_features(items, rows):
+            hashes = [text_hash(r["txt"]) for r in rows]
+            return as_feature_items(items, cache.get(model, items, hashes, t["eval_batch"], collate))
+        train_items, test_items = to_features(train_items, train_kept), to_features(test_items, test_kept)
+        label_items = to_features(label_items, label_kept)
+        model, collate = HeadOnly(model.score), FeatureCollator()
     steps_items = epoch_concat(train_items, t["epochs"], t["batch_size"])
     nsteps = len(steps_items) // t["batch_size"]
     if nsteps == 0:
         raise RuntimeError(f"{stage.slug}: {len(train_items)} rows x {t['epochs']} epochs is less than one batch "
                            f"of {t['batch_size']}; raise dataset.n_docs")
     d = store.dir(stage.key)
-    args = training_args(d / "trainer", t, stage.seed, nsteps, 1, fid["precision"], m.output.log_every)
-    trainer = W2STrainer(model=model, args=args, train_dataset=Rows(steps_items), data_collator=Collator(pad_id),
+    trainer = W2STrainer(model=model, args=args, train_dataset=Rows(steps_items), data_collator=collate,
                          loss_name=stage.loss["name"], loss_params=stage.loss["params"],
-                         callbacks=[JsonlLog(d / "log.jsonl", sink)])
+                         callbacks=[JsonlLog(d / "log.jsonl", sink), HeadInitCheck(t["head_init"])])
     started = time.time()
     trainer.train()
     train_s = time.time() - started
@@ -140,7 +170,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
            "n_train": len(train_items), "n_test": len(test_items), "steps": nsteps,
            "dropped_train": drop_train, "dropped_test": drop_test, "dropped_label": drop_label,
            "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t["batch_size"] / train_s, 2),
-           "model_commit": commit, "pooling": model.pooling, "versions": versions()}
+           "model_commit": commit, "pooling": getattr(model, "pooling", None), "versions": versions()}
     if label_rows:
         out["labelled"] = (label_kept, predict(trainer, label_items))
     del trainer, model

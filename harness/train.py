@@ -69,6 +69,23 @@ class JsonlLog(TrainerCallback):
             self.sink(row)
 
 
+def model_inputs(batch: dict) -> dict:
+    """What the model sees: everything but the targets (token ids + mask, or features)."""
+    return {k: v for k, v in batch.items() if k != "soft_label"}
+
+
+class HeadInitCheck(TrainerCallback):
+    """After engine setup (ZeRO-3 has partitioned everything), gather the head and check its init."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        from .models import check_head_init
+
+        check_head_init(model.score, self.how)
+
+
 class W2STrainer(Trainer):
     def __init__(self, *a, loss_name: str, loss_params: dict, **kw):
         super().__init__(*a, **kw)
@@ -94,7 +111,7 @@ class W2STrainer(Trainer):
         p0, y1 = [], []
         for b in batches:
             b = self._prepare_inputs(b)
-            logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            logits = self.model(**model_inputs(b))
             p0.append(torch.softmax(logits.float(), -1)[:, 0])
             y1.append(b["soft_label"][:, 1].float())
         p0, y1 = torch.cat(p0), torch.cat(y1)
@@ -103,7 +120,7 @@ class W2STrainer(Trainer):
         return {"batch_p0": p0, "batch_prior1": y1.mean()}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        logits = model(**model_inputs(inputs))
         labels = inputs["soft_label"]
         step_frac = self.state.global_step / max(1, self.state.max_steps)
         loss = LOSSES[self.loss_name](logits, labels, step_frac, **self.loss_params, **self._batch_stats)
@@ -121,7 +138,7 @@ class W2STrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            logits = model(**model_inputs(inputs))
         return None, logits.float(), None
 
 
@@ -150,7 +167,7 @@ def predict(trainer: W2STrainer, items: list[dict]) -> np.ndarray:
     and put back in order afterwards."""
     if not items:
         return np.zeros((0, 2), dtype=np.float32)
-    order = np.argsort([len(x["input_ids"]) for x in items], kind="stable")
+    order = np.argsort([len(x.get("input_ids", ())) for x in items], kind="stable")
     logits = trainer.predict(Rows([items[i] for i in order])).predictions
     probs = torch.softmax(torch.as_tensor(logits).float(), -1).numpy()
     out = np.empty_like(probs)

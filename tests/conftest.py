@@ -22,6 +22,13 @@ def tiny_assets(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_assets) -> Path:
+    """tiny.yaml run once, uninterrupted, without tracking: the reference result for the e2e tests."""
+    w2s("run", tiny_assets / "tiny.yaml", "--no-tracking")
+    return tiny_assets / "tiny.yaml"
+
+
 @pytest.fixture
 def tiny(tiny_assets, tmp_path) -> Path:
     """A private copy of tiny.yaml whose output dir is this test's tmp dir."""

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.docker
+# The first test also pays for the session setup (apt, debootstrap, image builds): a generous timeout.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
@@ -173,7 +174,7 @@ def stack(docker_env, request) -> Stack:
     }
     mlflow_port, pg_port = _free_port(), _free_port()
     env.update(images, W2S_LOCAL_BASE="1", W2S_MLFLOW_PORT=str(mlflow_port), W2S_PG_PORT=str(pg_port),
-               W2S_PG_PASSWORD=uuid.uuid4().hex)
+               W2S_PG_PASSWORD=uuid.uuid4().hex, W2S_MLFLOW_WORKERS="1")
     timings_file = Path(tempfile.mkstemp(prefix="w2s-build-timings-")[1])
     env["W2S_TIMINGS_FILE"] = str(timings_file)
     st = Stack(env=env, project=f"w2s-test-{sid}", mlflow_port=mlflow_port, images=images,

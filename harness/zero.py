@@ -1,0 +1,256 @@
+"""DeepSpeed ZeRO for large strong models: resource resolution, the `auto` policy, a memory estimate,
+and the DeepSpeed config generated from the manifest and validated before any launch.
+
+Resources are operational (never in cache keys): ZeRO partitions the same computation, so a stage's
+results change by float noise only (reduction order). Precision is identity and has one source of
+truth, the model's `dtype` + `fidelity.precision`: under DeepSpeed, `mixed` becomes DeepSpeed's bf16 /
+fp16 mode (fp32 master weights in the optimizer). The reference's pure low-precision Adam
+(`precision: reference` with a 16-bit dtype) has no DeepSpeed equivalent and is rejected.
+
+Nothing here imports deepspeed at module level: the manifest validator uses the arithmetic and the
+allow-list; `validate()` adds DeepSpeed's own parser.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+
+# Top-level DeepSpeed keys the harness generates or lets `resources.deepspeed` set. DeepSpeed ignores
+# unknown top-level keys silently, so a typo would otherwise pass.
+GENERATED = {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+             "gradient_clipping", "zero_optimization", "bf16", "fp16", "optimizer", "steps_per_print",
+             "wall_clock_breakdown", "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer"}
+USER_KEYS = {"zero_optimization", "steps_per_print", "wall_clock_breakdown", "communication_data_type",
+             "prescale_gradients", "gradient_predivide_factor", "flops_profiler", "comms_logger",
+             "activation_checkpointing", "aio", "zero_allow_untested_optimizer", "memory_breakdown", "timers"}
+ALLOWED = GENERATED | USER_KEYS
+OWNED = {"train_batch_size": "train.batch_size", "train_micro_batch_size_per_gpu": "train.micro_batch",
+         "gradient_accumulation_steps": "train.batch_size / (micro_batch x gpus x nodes)",
+         "gradient_clipping": "nothing (the reference does not clip)", "bf16": "the model's dtype + fidelity.precision",
+         "fp16": "the model's dtype + fidelity.precision", "optimizer": "train.optimizer / lr"}
+# Auto keeps this share of GPU memory for model states; the rest is activations, buffers, fragmentation.
+BUDGET = 0.7
+_ACTIVE: dict | None = None     # the config a launched worker trains with (set by harness.worker)
+
+
+def activate(cfg: dict | None) -> None:
+    global _ACTIVE
+    _ACTIVE = cfg
+
+
+def active() -> dict | None:
+    return _ACTIVE
+
+
+def world_size(res: dict) -> int:
+    return res["gpus"] * res["nodes"]
+
+
+# -- validation without deepspeed (called from the manifest validator) --------------------------
+def resource_problems(m, i: int, mc, t: dict) -> list[tuple[tuple, str]]:
+    res = m.resolved_resources(mc)
+    own = mc.resources.model_dump(exclude_none=True) if mc.resources is not None else {}
+
+    def loc(key: str) -> tuple:
+        return ("models", i, "resources", key) if key in own else ("resources", key)
+
+    out: list[tuple[tuple, str]] = []
+    world = world_size(res)
+    if res["launcher"] == "none":
+        if world > 1:
+            out.append((loc("gpus" if res["gpus"] > 1 else "nodes"), f"{world} processes need a launcher; set "
+                        f"resources.launcher: deepspeed (or torchrun)"))
+        if res["zero_stage"] in (2, 3) or res["offload_optimizer"] == "cpu" or res["offload_params"] == "cpu":
+            out.append((loc("launcher"), "ZeRO runs only in launched workers; set resources.launcher: deepspeed "
+                        "(or torchrun), even for one GPU"))
+    if res["nodes"] > 1 and (res["launcher"] != "deepspeed" or not res["hostfile"]):
+        out.append((loc("nodes"), "several nodes need resources.launcher: deepspeed and a resources.hostfile"))
+    if res["offload_params"] == "cpu" and res["zero_stage"] not in (3, "auto"):
+        out.append((loc("offload_params"), f"offload_params needs zero_stage 3 (got {res['zero_stage']})"))
+    per_step = t["micro_batch"] * world
+    if t["batch_size"] % per_step:
+        micro_ok = [d for d in range(1, t["batch_size"] + 1) if t["batch_size"] % (d * world) == 0]
+        gpus_ok = [g for g in range(1, 17) if t["batch_size"] % (t["micro_batch"] * g * res["nodes"]) == 0]
+        fix = (f"set micro_batch to one of {micro_ok} or " if micro_ok else "") + f"set resources.gpus to one of {gpus_ok}"
+        out.append((loc("gpus") if res["gpus"] > 1 else ("models", i, "micro_batch"),
+                    f"micro_batch {t['micro_batch']} x accumulation x world size {world} (gpus x nodes) must equal "
+                    f"batch_size {t['batch_size']} (model {mc.label}; the optimizer batch stays the reference's "
+                    f"whatever the GPU count): {t['batch_size']} is not a multiple of {per_step}; {fix}"))
+    if res["launcher"] != "none" and t["dtype"] != "float32":
+        prec = m.fidelity.resolved()["precision"]
+        if prec != "mixed":
+            out.append((("fidelity", "precision"), f"model {mc.label}: dtype {t['dtype']} with precision {prec!r} "
+                        f"(pure low-precision Adam) has no DeepSpeed equivalent; use fidelity.precision: mixed "
+                        f"or dtype float32, or resources.launcher: none"))
+    for key in (res["deepspeed"] or {}):
+        if key in OWNED:
+            out.append((loc("deepspeed"), f"DeepSpeed key {key!r} is generated from {OWNED[key]}; set it there"))
+        elif key not in ALLOWED:
+            out.append((loc("deepspeed"), f"unknown DeepSpeed key {key!r} (DeepSpeed would ignore it silently); "
+                        f"allowed: {', '.join(sorted(USER_KEYS))}"))
+    return out
+
+
+# -- parameter count, memory estimate, auto policy --------------------------------------------
+@functools.lru_cache(maxsize=64)
+def count_params(hub_id: str, revision: str | None = None) -> float | None:
+    """Parameters of a model built from its config on the meta device (no weights are read)."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        cfg = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=True)
+        with torch.device("meta"):
+            model = AutoModel.from_config(cfg, trust_remote_code=True)
+        return float(sum(p.numel() for p in model.parameters()))
+    except Exception:   # offline, unknown architecture: the policy then says so
+        return None
+
+
+def model_params(m, mc) -> float | None:
+    from .models import MODELS
+
+    entry = MODELS.get(mc.id)
+    if entry and entry.params:
+        return entry.params
+    return count_params(*m.hub_id(mc))
+
+
+def estimate_gb(params: float, stage: int, offload_optimizer: str, offload_params: str, world: int,
+                mixed: bool) -> dict:
+    """Model states per GPU (ZeRO paper, Rajbhandari et al. 2020): weights + grads + Adam states.
+    Mixed: 2 + 2 + 12 bytes/param (bf16 weights and grads; fp32 master, m, v); fp32: 4 + 4 + 8.
+    ZeRO-1/2 shard optimizer states (and, 2, grads) over the world; ZeRO-3 shards weights too;
+    offload moves optimizer states (and, params, the weights) to CPU memory. Activations excluded."""
+    w, g, o = (2, 2, 12) if mixed else (4, 4, 8)
+    n = max(1, world)
+    weights = params * w / (n if stage == 3 else 1)
+    grads = params * g / (n if stage >= 2 else 1)
+    optim = params * o / (n if stage >= 1 else 1)
+    if offload_optimizer == "cpu":
+        optim = 0.0
+    if offload_params == "cpu" and stage == 3:
+        weights = 0.0
+    gb = 1024 ** 3
+    return {"weights_gb": weights / gb, "grads_gb": grads / gb, "optim_gb": optim / gb,
+            "total_gb": (weights + grads + optim) / gb}
+
+
+CANDIDATES = [(0, "none", "none"), (2, "none", "none"), (3, "none", "none"), (2, "cpu", "none"),
+              (3, "cpu", "none"), (3, "cpu", "cpu")]
+
+
+def gpu_memory_gb(res: dict) -> float | None:
+    if res.get("gpu_memory_gb"):
+        return float(res["gpu_memory_gb"])
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 1024 ** 3
+    except Exception:
+        pass
+    return None
+
+
+def auto_policy(params: float | None, mem_gb: float | None, world: int, mixed: bool) -> tuple[int, str, str, str]:
+    """(stage, offload_optimizer, offload_params, reason): the first of CANDIDATES (fastest first)
+    whose model states fit in BUDGET of the GPU's memory."""
+    if params is None or mem_gb is None:
+        why = "parameter count" if params is None else "GPU memory"
+        return 2, "none", "none", f"{why} unknown: ZeRO-2 (set resources.gpu_memory_gb or zero_stage)"
+    for stage, oo, op in CANDIDATES:
+        est = estimate_gb(params, stage, oo, op, world, mixed)
+        if est["total_gb"] <= BUDGET * mem_gb:
+            return stage, oo, op, f"fits {est['total_gb']:.1f} of {mem_gb:.0f} GB ({BUDGET:.0%} budget)"
+    return 3, "cpu", "cpu", f"does not fit {mem_gb:.0f} GB even with full offload; expect OOM"
+
+
+def resolve(m, mc) -> dict:
+    """The resources a stage of model `mc` runs with, `auto` decided, and the memory estimate."""
+    res = m.resolved_resources(mc)
+    t = m.resolved_train(mc)
+    mixed = m.fidelity.resolved()["precision"] == "mixed" and t["dtype"] != "float32"
+    world = world_size(res)
+    params = model_params(m, mc)
+    out = dict(res, world=world, params=params, mixed=mixed, reason="set in the manifest")
+    if res["launcher"] == "none":
+        out.update(zero_stage=None, offload_optimizer="none", offload_params="none", reason="single process")
+    elif res["zero_stage"] == "auto":
+        mem = gpu_memory_gb(res)
+        stage, oo, op, why = auto_policy(params, mem, world, mixed)
+        out.update(zero_stage=stage, offload_optimizer=res["offload_optimizer"] or oo,
+                   offload_params=res["offload_params"] or op, reason="auto: " + why, gpu_memory_gb=mem)
+    else:
+        out.update(offload_optimizer=res["offload_optimizer"] or "none", offload_params=res["offload_params"] or "none")
+    stage = out["zero_stage"] or 0
+    out["estimate"] = estimate_gb(params, stage, out["offload_optimizer"], out["offload_params"], world,
+                                  mixed) if params else None
+    return out
+
+
+def describe(r: dict) -> str:
+    """One line for `w2s plan`."""
+    if r["launcher"] == "none":
+        head = "single process"
+    else:
+        off = [k for k, v in (("optimizer", r["offload_optimizer"]), ("params", r["offload_params"])) if v == "cpu"]
+        head = (f"{r['launcher']} x{r['world']}, ZeRO-{r['zero_stage']}" + (f" + offload {'+'.join(off)}" if off else ""))
+    p = (f"{r['params'] / 1e6:.3g}M params" if r["params"] else "params ?")
+    est = f", model states ≈{r['estimate']['total_gb']:.2f} GB/GPU" if r["estimate"] else ""
+    return f"{head} ({p}{est}; {r['reason']})"
+
+
+# -- the DeepSpeed config --------------------------------------------------------------------
+def ds_config(m, mc, r: dict | None = None) -> dict:
+    """Concrete values throughout (HF Trainer checks them against its TrainingArguments)."""
+    r = r or resolve(m, mc)
+    t = m.resolved_train(mc)
+    accum = t["batch_size"] // (t["micro_batch"] * r["world"])
+    zero: dict = {"stage": r["zero_stage"]}
+    if r["zero_stage"] == 3:
+        zero.update(stage3_gather_16bit_weights_on_model_save=True)
+    if r["offload_optimizer"] == "cpu":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if r["offload_params"] == "cpu":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    cfg = {"train_batch_size": t["batch_size"], "train_micro_batch_size_per_gpu": t["micro_batch"],
+           "gradient_accumulation_steps": accum, "gradient_clipping": 0.0, "zero_optimization": zero,
+           "bf16": {"enabled": r["mixed"] and t["dtype"] == "bfloat16"},
+           "fp16": {"enabled": r["mixed"] and t["dtype"] == "float16"},
+           "steps_per_print": 10 ** 9, "wall_clock_breakdown": False}
+    if r["offload_optimizer"] == "cpu":   # ZeRO-Offload needs DeepSpeed's CPU Adam (no decay: the reference's Adam)
+        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": t["lr"], "betas": [0.9, 0.999], "eps": 1e-8,
+                                                        "weight_decay": 0.0}}
+    extra = copy.deepcopy(r.get("deepspeed") or {})
+    if "zero_optimization" in extra:
+        zero.update(extra.pop("zero_optimization"))
+    cfg.update(extra)
+    return cfg
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def validate(cfg: dict, world: int) -> dict:
+    """Allow-list, batch arithmetic, then DeepSpeed's own parser (which knows no world size outside a
+    launched process, so it parses the per-rank equivalent). Returns cfg unchanged."""
+    unknown = sorted(set(cfg) - ALLOWED)
+    if unknown:
+        raise ConfigError(f"DeepSpeed config: unknown top-level key(s) {unknown} (DeepSpeed ignores them "
+                          f"silently); allowed: {', '.join(sorted(ALLOWED))}")
+    b, mb, ga = cfg["train_batch_size"], cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"]
+    if mb * ga * world != b:
+        raise ConfigError(f"DeepSpeed config: train_micro_batch_size_per_gpu {mb} x gradient_accumulation_steps "
+                          f"{ga} x world size {world} = {mb * ga * world} != train_batch_size {b}; set train.micro_batch "
+                          f"(or resources.gpus) so that micro_batch x gpus x nodes divides batch_size")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    probe = copy.deepcopy(cfg)
+    probe["train_batch_size"] = mb * ga
+    try:
+        DeepSpeedConfig(probe)
+    except Exception as e:
+        raise ConfigError(f"DeepSpeed rejected the generated config: {e}") from e
+    return cfg

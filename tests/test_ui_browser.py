@@ -1,0 +1,95 @@
+"""The MLflow UI in headless Chromium, started by `w2s ui` on the embedded store of a tiny sweep: a transfer
+run's page shows its PGR and the weak labels it trained on; the teacher's artifacts include the weak-label
+parquet. Screenshots are kept under test-artifacts/ (gitignored) for a person to look at."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers_mlflow import FAST, REPO, children, clean_env, client, free_port, make_tiny, w2s
+
+from harness.manifest import load
+from harness.mlflow_tracking import default_uri
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = REPO / "test-artifacts"
+# ENVIRONMENT.md §7: these flags keep headless Chromium quiet and self-contained (dbus errors are harmless)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions", "--window-size=1400,1000",
+         "--virtual-time-budget=15000"]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("chromium not found (apt-get install -y chromium)")
+
+
+def browse(url: str, screenshot: Path) -> str:
+    """The rendered DOM as plain text, plus a screenshot."""
+    exe = chromium()
+    with tempfile.TemporaryDirectory() as prof:
+        dom = subprocess.run([exe, *FLAGS, f"--user-data-dir={prof}", "--dump-dom", url], capture_output=True,
+                             text=True, timeout=120).stdout
+    with tempfile.TemporaryDirectory() as prof:
+        subprocess.run([exe, *FLAGS, f"--user-data-dir={prof}", f"--screenshot={screenshot}", url],
+                       capture_output=True, timeout=120, cwd=screenshot.parent)
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    chromium()
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("ui")
+    path = make_tiny(root)
+    res = w2s(["run", path, *FAST], mp)
+    assert res.exit_code == 0, res.output
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "-f", str(path)],
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.3)
+    m = load(path, [FAST[i + 1] for i in range(0, len(FAST), 2)])
+    yield {"port": port, "m": m, "c": client(default_uri(m))}
+    os.killpg(proc.pid, signal.SIGTERM)          # `w2s ui` and the mlflow server it started
+    proc.wait(timeout=30)
+    mp.undo()
+
+
+def test_transfer_run_page_shows_pgr_and_weak_labels(ui):
+    c, m = ui["c"], ui["m"]
+    exp = c.get_experiment_by_name(m.name)
+    kids = children(c, exp.experiment_id)
+    run = next(r for r in kids if r.data.tags["w2s.stage_kind"] == "transfer")
+    teacher = next(r for r in kids if r.data.tags["w2s.stage_key"] == run.data.tags["w2s.teacher_key"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    base = f"http://127.0.0.1:{ui['port']}/#/experiments/{exp.experiment_id}/runs"
+    shot = ARTIFACTS / "mlflow_transfer_run.png"
+    text = browse(f"{base}/{run.info.run_id}", shot)
+    assert run.data.tags["mlflow.runName"].replace(">", "&gt;") in text or "transfer tiny-gpt2" in text
+    pgr = run.data.metrics["pgr"]
+    assert re.search(rf"\bpgr {re.escape(repr(pgr))[:8]}", text), text[:3000]      # the metric row: name, value
+    assert "weak_labels.tiny-gpt2.s0" in text                     # the input dataset (teacher's weak labels)
+    assert shot.exists() and shot.stat().st_size > 20_000
+    shot2 = ARTIFACTS / "mlflow_teacher_artifacts.png"
+    text2 = browse(f"{base}/{teacher.info.run_id}/artifacts", shot2)
+    assert "weak_labels" in text2 and "predictions" in text2, text2[:3000]
+    assert shot2.exists() and shot2.stat().st_size > 20_000
