@@ -15,7 +15,7 @@ export DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: install seed-cache system-deps quickstart test test-fast test-real lint clean help
+.PHONY: install seed-cache system-deps quickstart test test-fast test-real reproduce-paper reproduce-offline validate-all clean help
 
 help:
 	@echo "make quickstart   set up, then run experiments/quickstart.yaml (real models, real data)"
@@ -54,6 +54,31 @@ test-fast: install
 
 test-real: seed-cache
 	$(PY) -m pytest -m real $(PYTEST_ARGS)
+
+# The paper tier: every reference dataset on the GPT-2 -> Qwen-14B ladder (GPU nodes with the hub).
+#   make reproduce-paper DRY_RUN=1                     the plan with GPU-hour estimates
+#   make reproduce-paper DATASETS="sciq boolq" MODELS=gpt2,gpt2-xl,Qwen-7B
+# Inside the trainer container when a docker engine is up and the image exists, else on the host.
+DATASETS ?= sciq amazon_polarity boolq cosmos_qa anthropic_hh
+MODELS ?=
+DRY_RUN ?=
+PAPER_W2S = $(if $(shell docker image inspect localhost/w2s-harness:dev >/dev/null 2>&1 && echo y),docker compose run --rm trainer,$(W2S))
+reproduce-paper: install
+	@set -e; for ds in $(DATASETS); do \
+	  if [ -n "$(DRY_RUN)" ]; then $(W2S) plan experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)); \
+	  else $(PAPER_W2S) run experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)) && \
+	       $(W2S) report runs/paper-$$ds --compare experiments/expected/$$ds.yaml; fi; \
+	done
+
+# The offline tier: real encoders and real data on CPU (see docs/results-offline.md).
+OFFLINE ?= $(sort $(wildcard experiments/offline/[a-z]*.yaml))
+reproduce-offline: seed-cache
+	@set -e; start=$$(date +%s); for f in $(OFFLINE); do $(W2S) run $$f; done; \
+	echo "reproduce-offline: $$(( $$(date +%s) - start )) s"; \
+	$(W2S) report runs/offline --out runs/offline/report
+
+validate-all: install
+	$(W2S) validate $$(ls experiments/*.yaml experiments/*/[a-z]*.yaml)
 
 clean:
 	rm -rf runs test-artifacts

@@ -19,11 +19,13 @@ def _console():
     return Console(highlight=False, width=int(os.environ.get("COLUMNS", 140)))
 
 
-def _load(path: str, overrides=()):
+def _load(path: str, overrides=(), models: str | None = None):
     from .manifest import ManifestError, lint, load
 
     try:
         m = load(path, list(overrides))
+        if models:
+            m = m.select_models([x.strip() for x in models.split(",") if x.strip()])
     except ManifestError as e:
         for p in e.problems:
             click.echo(f"error: {p}", err=True)
@@ -76,14 +78,17 @@ def validate(files, overrides):
 @main.command()
 @click.argument("file", type=click.Path())
 @click.option("-o", "--override", "overrides", multiple=True)
-def plan(file, overrides):
-    """Show the stage graph, what is cached, and a cost estimate."""
+@click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
+@click.option("--check", is_flag=True, help="exit 3 if this machine cannot run the uncached stages")
+def plan(file, overrides, models, check):
+    """Show the stage graph, what is cached, a cost estimate, and what this machine lacks."""
+    from . import preflight
     from rich.table import Table
 
     from .plan import estimate
     from .store import StageStore
 
-    m = _load(file, overrides)
+    m = _load(file, overrides, models)
     stages = _plan(m, file)
     store = StageStore(m.output.dir)
     table = Table(title=f"{m.name}: {len(stages)} stages")
@@ -99,8 +104,17 @@ def plan(file, overrides):
                       "cached" if done else "to run", f"{est['pflop']:.3g}" if est["pflop"] else "?")
     con = _console()
     con.print(table)
+    missing = preflight.problems(m) if cached < len(stages) else []
+    for p in missing:
+        con.print(f"[red]cannot run here:[/red] {p}")
     con.print(f"{cached}/{len(stages)} cached; ≈{total:.3g} PFLOP to run "
               f"(≈{total * 1e15 / 3e14 / 3600:.2f} GPU-h at 300 TFLOP/s sustained)")
+    from .zero import describe, resolve   # resources: launcher, ZeRO stage (auto's pick), memory estimate
+
+    for mc in m.models:
+        con.print(f"resources {mc.label}: {describe(resolve(m, mc))}")
+    if check and missing:
+        sys.exit(3)
 
 
 @main.command()
@@ -108,14 +122,42 @@ def plan(file, overrides):
 @click.option("-o", "--override", "overrides", multiple=True, help="dotted key=value; validated like the YAML")
 @click.option("--force", is_flag=True, help="recompute stages even if cached")
 @click.option("--only", "only", multiple=True, help="run only stages whose key starts with this (repeatable)")
+@click.option("--shard", default=None, metavar="I/N", help="run only shard I of N (0-based): machines sharing a tracking server split the work")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local sqlite store)")
 @click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
-def run(file, overrides, force, only, tracking_uri, no_tracking):
+@click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
+def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     """Run the plan: every uncached stage, then the results table."""
     from .tracking import TrackingError, make_tracker
 
-    m = _load(file, overrides)
+    early = None if no_tracking else tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if early:   # a dead server is reported in seconds: before the manifest's imports load torch
+        from .mlflow_tracking import probe
+
+        try:
+            probe(early)
+        except TrackingError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(3)
+    m = _load(file, overrides, models)
     stages = _plan(m, file)
+    if shard is not None:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            click.echo(f"error: --shard {shard}: expected I/N with 0 <= I < N, e.g. --shard 0/4", err=True)
+            sys.exit(2)
+        shard = (i, n)
+    from . import preflight
+    from .store import StageStore as _Store
+
+    if not all(_Store(m.output.dir).is_done(s.key) for s in stages):
+        missing = preflight.problems(m)
+        for p in missing:
+            click.echo(f"error: cannot run here: {p}", err=True)
+        if missing:
+            sys.exit(3)
     if only and not any(s.key.startswith(tuple(only)) for s in stages):
         click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
         sys.exit(2)
@@ -131,7 +173,7 @@ def run(file, overrides, force, only, tracking_uri, no_tracking):
     from .store import StageStore
     ok = False
     try:
-        protocol.run(m, tracker, force=force, only=only, echo=con.print)
+        protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
         ok = True
     finally:
         tables = results.collect(m, stages, StageStore(m.output.dir))

@@ -292,6 +292,17 @@ class Manifest(Strict):
             return [(w, s) for i, w in enumerate(labels) for s in labels[i + 1:]]
         return [tuple(p) for p in self.pairs]
 
+    def select_models(self, labels: list[str]) -> "Manifest":
+        """The same experiment on a sub-ladder (`--models a,b`): pairs outside it are dropped."""
+        unknown = [x for x in labels if x not in [m.label for m in self.models]]
+        if unknown:
+            raise ManifestError([f"--models: unknown model name(s) {unknown}; names: {[m.label for m in self.models]}"])
+        raw = self.model_dump(exclude_unset=True)
+        raw["models"] = [m.model_dump(exclude_unset=True) for m in self.models if m.label in labels]
+        if self.pairs != "all":
+            raw["pairs"] = [p for p in self.pairs if p[0] in labels and p[1] in labels]
+        return Manifest.model_validate(raw)
+
     def model(self, label: str) -> ModelConfig:
         return next(m for m in self.models if m.label == label)
 

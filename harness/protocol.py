@@ -39,11 +39,22 @@ log = logging.getLogger(__name__)
 FEATURE_KEYS = ("id", "revision", "local_digest", "dtype", "precision", "decoder_pooling")
 
 
-def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = (), echo=print) -> list[Stage]:
+def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
+    """Shard i of n owns a weak supervisor together with all its students, so shards never wait on
+    each other; ceilings are spread by their own key. Shards sharing a tracking server then reuse
+    each other's finished stages."""
+    if shard is None:
+        return True
+    i, n = shard
+    return int((stage.teacher or stage.key)[:12], 16) % n == i
+
+
+def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = (),
+        shard: tuple[int, int] | None = None, echo=print) -> list[Stage]:
     plan = build_plan(m)
     store = StageStore(m.output.dir)
     splits: dict[int, Splits] = {}
-    todo = [s for s in plan if not only or s.key.startswith(tuple(only))]
+    todo = [s for s in plan if (not only or s.key.startswith(tuple(only))) and in_shard(s, shard)]
     if only and not todo:
         raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")
     for i, stage in enumerate(todo, 1):
@@ -130,7 +141,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     # Launched workers (harness.worker) train on every rank with the DeepSpeed config they activated; the
     # arguments come before the model so that HF's ZeRO-3 integration (zero.Init) is on while it is built.
     ds = zero.active()
-    args = training_args(store.dir(stage.key) / "trainer", t, stage.seed, nsteps,
+    args = training_args(store.dir(stage.key) / "trainer", t, stage.seed, max(1, nsteps),
                          int(os.environ.get("WORLD_SIZE", 1)) if ds else 1, fid["precision"], m.output.log_every,
                          deepspeed=ds)
     if ds:

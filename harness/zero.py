@@ -67,6 +67,9 @@ def resource_problems(m, i: int, mc, t: dict) -> list[tuple[tuple, str]]:
         out.append((loc("nodes"), "several nodes need resources.launcher: deepspeed and a resources.hostfile"))
     if res["offload_params"] == "cpu" and res["zero_stage"] not in (3, "auto"):
         out.append((loc("offload_params"), f"offload_params needs zero_stage 3 (got {res['zero_stage']})"))
+    if res["launcher"] != "none" and t["linear_probe"]:
+        out.append((loc("launcher"), f"model {mc.label}: linear_probe trains the head alone on cached features; "
+                    f"it needs no ZeRO: use resources.launcher: none for this model"))
     per_step = t["micro_batch"] * world
     if t["batch_size"] % per_step:
         micro_ok = [d for d in range(1, t["batch_size"] + 1) if t["batch_size"] % (d * world) == 0]
@@ -93,15 +96,15 @@ def resource_problems(m, i: int, mc, t: dict) -> list[tuple[tuple, str]]:
 
 # -- parameter count, memory estimate, auto policy --------------------------------------------
 @functools.lru_cache(maxsize=64)
-def count_params(hub_id: str, revision: str | None = None) -> float | None:
+def count_params(hub_id: str, revision: str | None = None, trust_remote_code: bool = False) -> float | None:
     """Parameters of a model built from its config on the meta device (no weights are read)."""
     try:
         import torch
         from transformers import AutoConfig, AutoModel
 
-        cfg = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=True)
+        cfg = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
-            model = AutoModel.from_config(cfg, trust_remote_code=True)
+            model = AutoModel.from_config(cfg, trust_remote_code=trust_remote_code)
         return float(sum(p.numel() for p in model.parameters()))
     except Exception:   # offline, unknown architecture: the policy then says so
         return None
@@ -113,7 +116,7 @@ def model_params(m, mc) -> float | None:
     entry = MODELS.get(mc.id)
     if entry and entry.params:
         return entry.params
-    return count_params(*m.hub_id(mc))
+    return count_params(*m.hub_id(mc), m.trust_remote_code(mc))
 
 
 def estimate_gb(params: float, stage: int, offload_optimizer: str, offload_params: str, world: int,

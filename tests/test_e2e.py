@@ -102,3 +102,19 @@ def test_only_runs_one_stage_and_rejects_unknown_keys(tiny):
     assert out.stdout.count(": running") == 1
     bad = w2s("run", tiny, "--no-tracking", "--only", "zzzz", check=False)
     assert bad.returncode == 2 and "no stage key starts with it" in bad.stderr
+
+
+def test_shards_partition_the_plan_and_keep_students_with_their_teacher(tiny):
+    from harness.manifest import load
+    from harness.plan import build_plan
+    from harness.protocol import in_shard
+
+    plan = build_plan(load(tiny, ["seeds=[0,1,2,3]"]))
+    owner = {s.key: [i for i in range(3) if in_shard(s, (i, 3))] for s in plan}
+    assert all(len(v) == 1 for v in owner.values()), "every stage belongs to exactly one shard"
+    for s in plan:
+        if s.teacher:
+            assert owner[s.key] == owner[s.teacher]
+    assert len({o[0] for o in owner.values()}) > 1, "the work is actually spread"
+    bad = w2s("run", tiny, "--no-tracking", "--shard", "3/3", check=False)
+    assert bad.returncode == 2 and "--shard 3/3" in bad.stderr

@@ -86,11 +86,11 @@ class Stack:
         return time.monotonic() - t0
 
     # --- MLflow REST ---
-    def get(self, path: str, **params):
-        q = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}{path}?{q}", timeout=30) as r:
+    def get(self, endpoint: str, params: dict | None = None):
+        q = urllib.parse.urlencode(params or {})
+        with urllib.request.urlopen(f"{self.url}{endpoint}?{q}", timeout=30) as r:
             body = r.read()
-        return json.loads(body) if path.startswith("/api/") else body
+        return json.loads(body) if endpoint.startswith("/api/") else body
 
     def post(self, path: str, payload: dict):
         req = urllib.request.Request(f"{self.url}{path}", data=json.dumps(payload).encode(),
@@ -99,7 +99,7 @@ class Stack:
             return json.loads(r.read())
 
     def experiment(self, name: str) -> dict:
-        return self.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name=name)["experiment"]
+        return self.get("/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name})["experiment"]
 
     def runs(self, experiment_id: str) -> list[dict]:
         out, token = [], None
@@ -114,11 +114,11 @@ class Stack:
                 return out
 
     def artifacts(self, run_id: str, path: str = "") -> list[str]:
-        r = self.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path=path)
+        r = self.get("/api/2.0/mlflow/artifacts/list", {"run_id": run_id, "path": path})
         return [f["path"] for f in r.get("files", [])]
 
     def artifact_bytes(self, run_id: str, path: str) -> bytes:
-        return self.get("/get-artifact", run_uuid=run_id, path=path)
+        return self.get("/get-artifact", {"run_uuid": run_id, "path": path})
 
 
 def tags(run: dict) -> dict[str, str]:
@@ -130,9 +130,13 @@ def metrics(run: dict) -> dict[str, float]:
 
 
 def _report(config, lines: list[str]) -> None:
+    """Print past pytest's output capture (session teardown runs inside the last test's capture)."""
+    import contextlib
+    cm = config.pluginmanager.get_plugin("capturemanager")
     tr = config.pluginmanager.get_plugin("terminalreporter")
-    for line in lines:
-        (tr.write_line if tr else print)(f"[docker] {line}")
+    with cm.global_and_fixture_disabled() if cm else contextlib.nullcontext():
+        for line in ["", "wall times:", *lines]:
+            (tr.write_line if tr else print)(f"[docker] {line}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,96 @@
+"""Running one stage in launched worker processes (`resources.launcher: deepspeed | torchrun`).
+
+The parent (`w2s run`) resolves the resources, generates and validates the DeepSpeed config, writes
+the manifest and config next to the stage cache, and starts `python -m harness.worker` on every rank
+with the chosen launcher. Rank 0 writes the stage outputs (predictions, weak labels, log.jsonl) and a
+metrics file; the parent then replays log.jsonl into the tracker sink and finishes the stage as for an
+in-process stage. Workers never talk to the tracker (nothing in them imports mlflow).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from . import zero
+from .store import write_json
+
+
+def launched(m, stage) -> bool:
+    return m.resolved_resources(m.model(stage.model))["launcher"] != "none"
+
+
+def workdir(m, stage) -> Path:
+    """Launch files live beside, not in, the stage directory (rank 0's store.begin() clears that)."""
+    return Path(m.output.dir) / "stages" / "_launch" / stage.key[:16]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(res: dict, port: int, worker_args: list[str]) -> list[str]:
+    """The launcher's command line for `python -m harness.worker WORKER_ARGS` on every rank."""
+    if res["launcher"] == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={res['gpus']}",
+                f"--nnodes={res['nodes']}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                "-m", "harness.worker", *worker_args]
+    if res["launcher"] == "deepspeed":
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(res["gpus"]),
+               "--num_nodes", str(res["nodes"]), "--master_port", str(port)]
+        if res["hostfile"]:
+            cmd += ["--hostfile", str(res["hostfile"])]
+        else:
+            cmd += ["--master_addr", "127.0.0.1"]
+        return cmd + ["--no_local_rank", "--module", "harness.worker", *worker_args]
+    raise ValueError(f"unknown launcher {res['launcher']!r}")
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if not cuda:
+        env.setdefault("OMP_NUM_THREADS", "1")     # gloo ranks share the cores
+    else:
+        env["TORCH_CUDA_ARCH_LIST"] = env.get("TORCH_CUDA_ARCH_LIST", "9.0").replace("9.0a", "9.0")   # DeepSpeed 0.19.8 JIT
+    return env
+
+
+def run_stage(m, stage, store, sink=None, echo=print) -> dict:
+    """Train `stage` in launched workers; returns rank 0's metrics (as ground_truth/transfer would)."""
+    mc = m.model(stage.model)
+    r = zero.resolve(m, mc)
+    cfg = zero.validate(zero.ds_config(m, mc, r), r["world"])
+    wd = workdir(m, stage)
+    wd.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "worker.log"):
+        (wd / stale).unlink(missing_ok=True)
+    write_json(wd / "manifest.json", m.model_dump(mode="json"))
+    write_json(wd / "ds_config.json", cfg)
+    args = ["--manifest", str(wd / "manifest.json"), "--stage", stage.key, "--ds-config", str(wd / "ds_config.json"),
+            "--workdir", str(wd)]
+    cmd = command(r, free_port(), args)
+    echo(f"    {zero.describe(r)}")
+    with open(wd / "worker.log", "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+    if proc.returncode != 0 or not (wd / "metrics.json").exists():
+        tail = "".join((wd / "worker.log").read_text(errors="replace").splitlines(True)[-40:])
+        raise RuntimeError(f"{stage.slug}: the {r['launcher']} workers failed (exit {proc.returncode}); "
+                           f"log: {wd / 'worker.log'}\n{tail}")
+    metrics = json.loads((wd / "metrics.json").read_text())
+    if sink is not None and (store.dir(stage.key) / "log.jsonl").exists():
+        for line in (store.dir(stage.key) / "log.jsonl").read_text().splitlines():
+            sink(json.loads(line))
+    metrics["resources"] = {k: r[k] for k in ("launcher", "world", "zero_stage", "offload_optimizer", "offload_params")}
+    return metrics

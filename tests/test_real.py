@@ -1,0 +1,40 @@
+"""Real tier: real pretrained encoders from the seeded HF cache on real data from ../shared/data."""
+import json
+import math
+
+import pytest
+
+from conftest import ROOT, w2s
+
+pytestmark = pytest.mark.real
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="module")
+def offline_env():
+    if not (SHARED / "data").is_dir():
+        pytest.fail(f"{SHARED}/data is missing: the real tier needs the shared offline data")
+    return {"W2S_DATA_DIR": str(SHARED / "data"), "HF_HUB_OFFLINE": "1"}
+
+
+def run_manifest(path, name, out, env, *overrides):
+    w2s("run", ROOT / path, "--no-tracking", "-o", f"output.dir={out}", *overrides, env=env, timeout=3000)
+    return json.loads((out / name / "results.json").read_text())
+
+
+def check(res):
+    assert res["pgr"], "no transfer rows"
+    for row in res["pgr"]:
+        assert row["ceiling_acc"] > row["weak_acc"], row
+        assert math.isfinite(row["pgr"]), row
+    for row in res["stages"]:
+        assert row["test_acc"] > 0.55, row          # every real model learns something
+
+
+def test_quickstart(offline_env, tmp_path):
+    check(run_manifest("experiments/quickstart.yaml", "quickstart", tmp_path, offline_env))
+
+
+def test_offline_tier_reduced(offline_env, tmp_path):
+    """One dataset, one seed of `make reproduce-offline`."""
+    check(run_manifest("experiments/offline/sst2-probe.yaml", "offline-sst2-probe", tmp_path, offline_env, "-o", "seeds=[0]"))
