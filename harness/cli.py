@@ -39,6 +39,9 @@ def _load(path: str, overrides=(), models: str | None = None):
 def _plan(m, path):
     from .plan import build_plan
 
+    if getattr(m, "is_vision", False):     # a vision manifest (top-level `vision:`): its stages, same Stage type
+        from vision.plan import build_plan
+
     try:
         return build_plan(m)
     except (FileNotFoundError, ValueError) as e:
@@ -89,6 +92,9 @@ def plan(file, overrides, models, check):
     from .store import StageStore
 
     m = _load(file, overrides, models)
+    if getattr(m, "is_vision", False):     # vision/cli.py: same stage store, tracker and results tables
+        from vision import cli as vision_cli
+        return vision_cli.plan(m, file, _console(), check)
     stages = _plan(m, file)
     store = StageStore(m.output.dir)
     table = Table(title=f"{m.name}: {len(stages)} stages")
@@ -140,6 +146,13 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
             click.echo(f"error: {e}", err=True)
             sys.exit(3)
     m = _load(file, overrides, models)
+    if getattr(m, "is_vision", False):     # vision/cli.py: same stage store, tracker and results tables
+        if shard is not None:
+            click.echo("error: --shard is not supported for vision manifests (features are shared by all stages)", err=True)
+            sys.exit(2)
+        from vision import cli as vision_cli
+        return vision_cli.run(m, file, _console(), force=force, only=only, tracking_uri=tracking_uri,
+                              no_tracking=no_tracking)
     stages = _plan(m, file)
     if shard is not None:
         try:

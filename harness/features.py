@@ -26,6 +26,15 @@ class HeadOnly(nn.Module):
         return self.score(features.to(self.score.weight.dtype))
 
 
+def fresh_head(like: nn.Linear, how: str) -> nn.Linear:
+    """A new head shaped like `like`, initialised as configured (every stage starts from scratch)."""
+    from .models import init_head
+
+    head = nn.Linear(like.in_features, like.out_features, bias=False, dtype=like.weight.dtype)
+    init_head(head, how)
+    return head
+
+
 class FeatureCollator:
     def __call__(self, batch: list[dict]) -> dict:
         out = {"features": torch.stack([b["features"] for b in batch])}

@@ -417,12 +417,17 @@ def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
             _set_dotted(raw, key, value)
         except (IndexError, KeyError, TypeError, AttributeError):
             raise ManifestError([f"override -o {key}: no such place in {path}"]) from None
+    # A top-level `vision:` section selects the vision schema (vision/manifest.py): same loader, same errors.
+    schema = Manifest
+    if "vision" in raw:
+        from vision.manifest import VisionManifest as schema
     try:
-        return Manifest.model_validate(_expand(raw))
+        return schema.model_validate(_expand(raw))
     except ValidationError as e:
         keys = [k for k, _ in parsed]
-        problems = _format_errors(e, path, lines, keys)
-        problems += [p for p in _ladder_problems(_expand(raw), e, path, lines, keys) if p not in problems]
+        problems = _format_errors(e, path, lines, keys, root=schema)
+        if schema is Manifest:
+            problems += [p for p in _ladder_problems(_expand(raw), e, path, lines, keys) if p not in problems]
         raise ManifestError(problems) from None
 
 
@@ -447,7 +452,7 @@ def _ladder_problems(raw: dict, err: ValidationError, path: Path, lines: dict, o
 
 
 def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: list[str],
-                   keep=lambda loc: True) -> list[str]:
+                   keep=lambda loc: True, root=None) -> list[str]:
     problems = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after", "function-before")))
@@ -460,7 +465,7 @@ def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: li
         if not keep(loc):
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        parent = _model_at(loc[:-1]) if loc else None
+        parent = _model_at(loc[:-1], root) if loc else None
         field = parent.model_fields.get(loc[-1]) if parent and isinstance(loc[-1], str) else None
         hint = field.description if field is not None and field.description else ""
         if e["type"] == "extra_forbidden":
@@ -484,9 +489,9 @@ def _problem(loc: tuple, msg: str, path: Path, lines: dict, overridden: list[str
     return f"{src}: {dotted or '<top>'}: {msg}"
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: tuple, root=None) -> type[BaseModel] | None:
     """The pydantic model class at a location, to suggest the closest valid key."""
-    cls: Any = Manifest
+    cls: Any = root or Manifest
     for part in loc:
         if isinstance(part, int):
             continue
@@ -504,6 +509,8 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 
 def lint(m: Manifest) -> list[str]:
     """Warnings: valid, but probably not what was meant."""
+    if getattr(m, "is_vision", False):      # a vision manifest lints itself
+        return m.lint()
     out = []
     if m.dataset.n_test_docs < 200:
         out.append(f"dataset.n_test_docs={m.dataset.n_test_docs} is small: accuracy has a standard error of about "

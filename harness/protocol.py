@@ -25,7 +25,7 @@ from transformers import set_seed
 
 from .data.splits import Splits, make_splits, text_hash
 from .envinfo import versions
-from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items
+from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items, fresh_head
 from .manifest import Manifest
 from .metrics import accuracy, auroc, pgr
 from .models import load_classifier, load_tokenizer
@@ -37,6 +37,7 @@ from .train import Collator, HeadInitCheck, JsonlLog, Rows, W2STrainer, epoch_co
 log = logging.getLogger(__name__)
 # What determines a text's pooled features (the training hyper-parameters do not).
 FEATURE_KEYS = ("id", "revision", "local_digest", "dtype", "precision", "decoder_pooling")
+_FROZEN: dict[tuple, tuple] = {}   # loaded probe backbones, reused across stages of one process
 
 
 def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
@@ -146,9 +147,18 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
                          deepspeed=ds)
     if ds:
         _ = args.device     # sets up the process group before zero.Init
-    model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
-                                         decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
-                                         head_fp32=mixed, trust_remote_code=remote)
+    def load():
+        return load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling, decoder_pooling,
+                               t["linear_probe"], t["head_init"], t["dropout"], head_fp32=mixed,
+                               trust_remote_code=remote)
+    # A probe never changes its backbone: keep it loaded for the next stage of the same model.
+    probe_key = (hub_id, revision, mixed, t["dtype"], mc.pooling, decoder_pooling, remote)
+    if t["linear_probe"] and not ds:
+        if probe_key not in _FROZEN:
+            _FROZEN[probe_key] = load()
+        model, fam, commit = _FROZEN[probe_key]
+    else:
+        model, fam, commit = load()
     pad_id = 0 if model.pooling == "nonzero_count" else tok.pad_token_id
     collate = Collator(pad_id)
     if t["linear_probe"]:
@@ -161,7 +171,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
             return as_feature_items(items, cache.get(model, items, hashes, t["eval_batch"], collate))
         train_items, test_items = to_features(train_items, train_kept), to_features(test_items, test_kept)
         label_items = to_features(label_items, label_kept)
-        model, collate = HeadOnly(model.score), FeatureCollator()
+        model, collate = HeadOnly(fresh_head(model.score, t["head_init"])), FeatureCollator()
     steps_items = epoch_concat(train_items, t["epochs"], t["batch_size"])
     nsteps = len(steps_items) // t["batch_size"]
     if nsteps == 0:

@@ -83,7 +83,10 @@ class HeadInitCheck(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kw):
         from .models import check_head_init
 
-        check_head_init(model.score, self.how)
+        norm = check_head_init(model.score, self.how)
+        if state.is_world_process_zero:
+            print(f"head init check: head_init={self.how} norm={norm:.6g} "
+                  f"zero3_partitioned={hasattr(model.score.weight, 'ds_id')}", flush=True)
 
 
 class W2STrainer(Trainer):

@@ -175,7 +175,11 @@ def resolve(m, mc) -> dict:
     t = m.resolved_train(mc)
     mixed = m.fidelity.resolved()["precision"] == "mixed" and t["dtype"] != "float32"
     world = world_size(res)
-    params = model_params(m, mc)
+    if res["launcher"] == "none":   # no config loading (and no hub access) for single-process stages
+        from .models import MODELS
+        params = MODELS[mc.id].params if mc.id in MODELS else None
+    else:
+        params = model_params(m, mc)
     out = dict(res, world=world, params=params, mixed=mixed, reason="set in the manifest")
     if res["launcher"] == "none":
         out.update(zero_stage=None, offload_optimizer="none", offload_params="none", reason="single process")

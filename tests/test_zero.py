@@ -109,13 +109,13 @@ def test_head_init_check_fails_loudly():
 
 def test_gradient_checkpointing_really_acts(tiny_assets, tmp_path, monkeypatch):
     """Training runs in train() mode with dropout off via the config, so HF checkpointing acts."""
-    import torch.utils.checkpoint as cp
+    import transformers.modeling_utils as mu
     from harness.models import load_classifier, load_tokenizer
     from harness.train import Collator, Rows, W2STrainer, training_args
 
     calls = []
-    real = cp.checkpoint
-    monkeypatch.setattr(cp, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = mu.checkpoint     # what activation_checkpointing_enable binds into every layer
+    monkeypatch.setattr(mu, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = str(tiny_assets / "models" / "tiny-gpt2")
     tok = load_tokenizer(path, None)
     model, _, _ = load_classifier(path, None, "float32", None, "last", False, "zero", False)
@@ -181,6 +181,8 @@ def test_zero_two_ranks_match_single_process(single, tiny, launcher, stage):
         assert metrics["world_size"] == 2
         ds = json.loads((runs / "stages" / "_launch" / key / "ds_config.json").read_text())
         assert ds["zero_optimization"]["stage"] == stage
+        log = (runs / "stages" / "_launch" / key / "worker.log").read_text()
+        assert f"head init check: head_init=zero norm=0 zero3_partitioned={stage == 3}" in log
     pgr_a, pgr_b = pd.read_csv(single / "tiny" / "pgr.csv"), pd.read_csv(runs / "tiny" / "pgr.csv")
     assert len(pgr_a) == len(pgr_b) == 2
     for col in ("weak_acc", "w2s_acc", "ceiling_acc", "pgr"):

@@ -62,10 +62,14 @@ def data_dir(source: str | None = None) -> Path | None:
 
 
 def local_path(spec: DatasetSpec, split: str, source: str | None) -> Path | None:
+    """The local file for a split, or None for the hub. $W2S_DATA_DIR is a place to look first: a
+    dataset it has no file for comes from the hub. A manifest's explicit `source` must have the file."""
     root = data_dir(source)
     if root is None:
         return None
     rel = spec.local_files.get(split)
+    if rel is None and not source:
+        return None
     if rel is None:
         raise FileNotFoundError(
             f"dataset {spec.name!r} has no local file for split {split!r} "

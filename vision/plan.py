@@ -1,0 +1,103 @@
+"""A vision manifest as stages of the shared kind (harness.plan.Stage), so the stage cache, the tracker,
+harness.results and `w2s report` treat them exactly like the language stages:
+
+- gt(weak, seed, train1, role weak): the supervisor. Pretrained (AlexNet) it only predicts; trainable
+  (small_cnn) it first learns on the weak-train part. It labels probe-train (the weak labels) and test.
+- gt(strong, seed, train2, role ceiling): a linear probe on the strong features with ground truth.
+- transfer(weak -> strong, xent, seed): the same probe on the supervisor's soft labels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import __version__
+from harness.plan import Stage
+from harness.store import content_key
+
+from . import data
+from .manifest import VisionManifest
+
+XENT = {"name": "xent", "params": {}}     # soft-target cross-entropy, the reference's probe loss
+
+
+def data_identity(m: VisionManifest) -> dict:
+    """What the images are. Content for the small sets; for ImageNet (50k files) the archives' names and
+    sizes, so `w2s plan` stays instant: the feature cache keys on the full content fingerprint anyway."""
+    v = m.vision
+    ident = {"dataset": v.dataset, "n_images": v.split.n_images, "subset_seed": v.split.subset_seed,
+             "n_classes": v.n_classes}
+    if data.check(v.dataset, v.data_dir):
+        ident["content"] = "unavailable"          # cannot run here; preflight says why
+    elif v.dataset == "imagenet_val":
+        root = data.data_root(v.dataset, v.data_dir)
+        ident["content"] = {f.name: f.stat().st_size for f in sorted(root.glob("ILSVRC2012_*"))}
+    else:
+        ident["content"] = image_set(m).fingerprint
+    return ident
+
+
+_SETS: dict[tuple, data.ImageSet] = {}
+
+
+def image_set(m: VisionManifest) -> data.ImageSet:
+    """The manifest's images (after the fixed n_images draw), opened once per process."""
+    import numpy as np
+
+    v = m.vision
+    key = (v.dataset, str(v.data_dir), v.n_classes, v.split.n_images, v.split.subset_seed)
+    if key not in _SETS:
+        n_syn = v.split.n_images or 600
+        ds = data.open_set(v.dataset, v.data_dir, v.n_classes, n_syn)
+        if v.split.n_images and v.split.n_images < len(ds.ids):
+            idx = np.sort(np.random.default_rng(v.split.subset_seed).choice(len(ds.ids), v.split.n_images, replace=False))
+            ds = ds.subset(idx)
+        _SETS[key] = ds
+    return _SETS[key]
+
+
+def build_plan(m: VisionManifest) -> list[Stage]:
+    v = m.vision
+    base = {"vision": True, "data": data_identity(m), "split": v.split.model_dump(), "harness": __version__}
+    probe = {**v.probe.model_dump(), "schedule": m.fidelity.schedule, "head": "linear+bias", "seeded": "torch+order"}
+    weak_stages, ceilings, transfers = [], [], []
+    for seed in m.seeds:
+        ident = {**base, "kind": "gt", "half": "train1", "model": v.weak.resolved(), "seed": seed}
+        w = Stage(content_key(ident), "gt", v.weak.label, seed, "train1", XENT, ident, roles=["weak"])
+        weak_stages.append(w)
+        for s in v.strong:
+            ident = {**base, "kind": "gt", "half": "train2", "model": s.resolved(), "probe": probe, "seed": seed}
+            ceilings.append(Stage(content_key(ident), "gt", s.label, seed, "train2", XENT, ident, roles=["ceiling"]))
+            ident = {**base, "kind": "transfer", "model": s.resolved(), "probe": probe, "seed": seed, "teacher": w.key,
+                     "loss": XENT}
+            transfers.append(Stage(content_key(ident), "transfer", s.label, seed, "train2", XENT, ident,
+                                   weak=v.weak.label, teacher=w.key))
+    return weak_stages + ceilings + transfers
+
+
+def preflight(m: VisionManifest) -> list[str]:
+    """What this machine lacks, before any compute: data, weights, torchvision, a GPU for ImageNet."""
+    from . import models
+
+    v = m.vision
+    out = [p for p in [data.check(v.dataset, v.data_dir)] if p]
+    for mc in m.models:
+        p = models.missing(mc.resolved())
+        if p and p not in out:
+            out.append(p)
+    if v.dataset == "imagenet_val":
+        import torch
+
+        if not torch.cuda.is_available():
+            out.append("imagenet_val is the paper tier: 50,000 images through DINO need a GPU, and none is visible "
+                       "(run experiments/offline/cifar10.yaml on CPU instead)")
+    return out
+
+
+def estimate_images(m: VisionManifest) -> int:
+    """Images passed through frozen models (for `w2s plan`): each model once over the set, then cached."""
+    n = m.vision.split.n_images or {"imagenet_val": 50000, "cifar10": 10000}.get(m.vision.dataset, 600)
+    return n * len(m.models)
+
+
+def results_dir(m: VisionManifest) -> Path:
+    return Path(m.output.dir) / m.name
