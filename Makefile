@@ -71,7 +71,7 @@ reproduce-paper: install
 	done
 
 # The offline tier: real encoders and real data on CPU (see docs/results-offline.md).
-OFFLINE ?= $(sort $(wildcard experiments/offline/[a-z]*.yaml))
+OFFLINE ?= $(sort $(wildcard experiments/offline/*-probe.yaml experiments/offline/*-finetune.yaml))
 reproduce-offline: seed-cache
 	@set -e; start=$$(date +%s); for f in $(OFFLINE); do $(W2S) run $$f; done; \
 	echo "reproduce-offline: $$(( $$(date +%s) - start )) s"; \
@@ -84,3 +84,4 @@ clean:
 	rm -rf runs test-artifacts
 
 -include docker/docker.mk
+-include bench/bench.mk

@@ -9,7 +9,7 @@ from . import manifest as mf
 
 SECTIONS = [("top level", mf.Manifest), ("dataset", mf.DataConfig), ("dataset.splits", mf.Splits),
             ("models[] (also every field of `train`)", mf.ModelConfig), ("train", mf.TrainFields),
-            ("losses[] / gt_loss", mf.LossConfig), ("fidelity", mf.Fidelity), ("output", mf.Output),
+            ("losses[] / gt_loss", mf.LossConfig), ("fidelity", mf.Fidelity), ("resources (also models[].resources)", mf.Resources), ("output", mf.Output),
             ("tracking", mf.Tracking)]
 
 
@@ -28,7 +28,9 @@ def render() -> str:
            "Identity fields change results and feed cache keys and MLflow params; operational fields",
            f"({', '.join(sorted(mf.OPERATIONAL))}) never do.", "",
            "Training defaults when nothing is set: " + ", ".join(f"`{k}: {v}`" for k, v in mf.TRAIN_DEFAULTS.items()) + ".",
-           "Model-table defaults (lr, optimizer, eval batch, pinned revision) apply to registry names.", "",
+           "Model-table defaults (lr, optimizer, eval batch, pinned revision) apply to registry names.",
+           "`extends: base.yaml` merges a manifest over a base (mappings key by key; lists are replaced), so",
+           "experiment files can be small diffs; files named `_*.yaml` are such bases.", "",
            "Fidelity profiles (REFERENCE.md §11):", ""]
     out += ["| quirk | reference | fixed |", "|---|---|---|"]
     out += [f"| {k} | {mf.PROFILES['reference'][k]} | {mf.PROFILES['fixed'][k]} |" for k in mf.PROFILES["fixed"]]
