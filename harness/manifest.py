@@ -392,6 +392,8 @@ def _read_yaml(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
     if not isinstance(raw, dict):
         raise ManifestError([f"{path}:1: a manifest is a YAML mapping (name:, dataset:, models:, ...)"])
     lines = {k: f"{path}:{v}" for k, v in (_line_map(node) if node is not None else {}).items()}
+    for key in [k for k in raw if isinstance(k, str) and k.startswith("x-")]:
+        raw.pop(key)      # `x-` keys hold YAML anchors for reuse, as in compose files
     base = raw.pop("extends", None)
     if base is None:
         return raw, lines
