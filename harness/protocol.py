@@ -159,21 +159,21 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
         model, fam, commit = _FROZEN[probe_key]
     else:
         model, fam, commit = load()
-    pad_id = 0 if model.pooling == "nonzero_count" else tok.pad_token_id
+    pooling = model.pooling
+    pad_id = 0 if pooling == "nonzero_count" else tok.pad_token_id
     collate = Collator(pad_id)
     if t["linear_probe"]:
         # Frozen backbone, no dropout: pooled features are a constant per text, so compute them once
         # (cached across stages) and train the head alone (harness.features).
         cache = FeatureCache(m.output.dir, {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS},
-                                            "pooling": model.pooling, "max_ctx": max_ctx, "overlength": overlength})
+                                            "pooling": pooling, "max_ctx": max_ctx, "overlength": overlength})
         def to_features(items, rows):
             hashes = [text_hash(r["txt"]) for r in rows]
             return as_feature_items(items, cache.get(model, items, hashes, t["eval_batch"], collate))
         train_items, test_items = to_features(train_items, train_kept), to_features(test_items, test_kept)
         label_items = to_features(label_items, label_kept)
         model, collate = HeadOnly(fresh_head(model.score, t["head_init"])), FeatureCollator()
-    steps_items = epoch_concat(train_items, t["epochs"], t["batch_size"])
-    nsteps = len(steps_items) // t["batch_size"]
+    steps_items = epoch_concat(train_items, t["epochs"], t["batch_size"])   # nsteps x batch rows
     if nsteps == 0:
         raise RuntimeError(f"{stage.slug}: {len(train_items)} rows x {t['epochs']} epochs is less than one batch "
                            f"of {t['batch_size']}; raise dataset.n_docs")
@@ -191,7 +191,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
            "n_train": len(train_items), "n_test": len(test_items), "steps": nsteps,
            "dropped_train": drop_train, "dropped_test": drop_test, "dropped_label": drop_label,
            "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t["batch_size"] / train_s, 2),
-           "model_commit": commit, "pooling": getattr(model, "pooling", None), "versions": versions()}
+           "model_commit": commit, "pooling": pooling, "versions": versions()}
     if label_rows:
         out["labelled"] = (label_kept, predict(trainer, label_items))
     del trainer, model
