@@ -37,11 +37,10 @@ def _load(path: str, overrides=(), models: str | None = None):
 
 
 def _plan(m, path):
-    from .plan import build_plan
-
     if getattr(m, "is_vision", False):     # a vision manifest (top-level `vision:`): its stages, same Stage type
         from vision.plan import build_plan
-
+    else:
+        from .plan import build_plan
     try:
         return build_plan(m)
     except (FileNotFoundError, ValueError) as e:

@@ -1,19 +1,16 @@
-"""The experiment manifest: a pydantic schema, YAML loading with line numbers, dotted overrides, and
-error messages that name the file, the line, the field and a fix. Nothing trains before this passes.
+"""The experiment manifest: the pydantic schema and its resolution (defaults <- model table <- train:
+<- per-model overrides). Loading YAML with line numbers, overrides and error messages that name the
+file, the line, the field and a fix live in harness.manifest_io (re-exported here).
 
-Identity fields (what changes results) feed cache keys and MLflow params; operational fields
-(micro_batch, eval_batch, output, tracking) never do. `identity_fields` lists the operational ones.
+Identity fields (what changes results) feed cache keys and MLflow params; the OPERATIONAL ones never do.
 """
 from __future__ import annotations
 
 import difflib
-import os
-import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .data import DATASETS
 from .losses import LOSS_DEFAULTS, LOSSES
@@ -312,203 +309,6 @@ def _did_you_mean(word: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-# -- loading -------------------------------------------------------------------------------------
-class ManifestError(Exception):
-    """Every problem with one manifest, formatted for people."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand(value):
-    if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) if m.group(2) is not None else m.group(0)), value)
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    return value
-
-
-def _line_map(node, path=(), out=None) -> dict[tuple, int]:
-    """YAML path (keys and list indices) -> 1-based line, from PyYAML's node tree."""
-    out = {} if out is None else out
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[path + (k.value,)] = k.start_mark.line + 1
-            _line_map(v, path + (k.value,), out)
-            out[path + (k.value,)] = k.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _line_map(v, path + (i,), out)
-    return out
-
-
-def _set_dotted(raw: dict, dotted: str, value) -> None:
-    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
-    cur = raw
-    for k in keys[:-1]:
-        if isinstance(cur, list):
-            cur = cur[k]
-        else:
-            cur = cur.setdefault(k, {})
-    if isinstance(cur, list):
-        cur[keys[-1]] = value
-    else:
-        cur[keys[-1]] = value
-
-
-def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
-    out = []
-    for item in overrides:
-        if "=" not in item:
-            raise ManifestError([f"override {item!r}: expected key=value, e.g. -o dataset.n_docs=2000"])
-        key, value = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(value) if value.strip() else None))
-    return out
-
-
-def _read_yaml(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
-    """Raw mapping plus {yaml path: "FILE:LINE"}; `extends: base.yaml` merges the file over its base
-    (mappings merge key by key, anything else is replaced), so a manifest can be a small diff."""
-    if not path.exists():
-        raise ManifestError([f"{chain[-1] if chain else path}: no such file {path}" if chain else f"{path}: no such file"])
-    if path.resolve() in chain:
-        raise ManifestError([f"{path}: `extends` loops back to itself"])
-    text = path.read_text()
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ManifestError([f"{where}: not valid YAML: {getattr(e, 'problem', e)} "
-                             f"(check the indentation, colons and quoting on this line and the one before)"]) from None
-    if not isinstance(raw, dict):
-        raise ManifestError([f"{path}:1: a manifest is a YAML mapping (name:, dataset:, models:, ...)"])
-    lines = {k: f"{path}:{v}" for k, v in (_line_map(node) if node is not None else {}).items()}
-    for key in [k for k in raw if isinstance(k, str) and k.startswith("x-")]:
-        raw.pop(key)      # `x-` keys hold YAML anchors for reuse, as in compose files
-    base = raw.pop("extends", None)
-    if base is None:
-        return raw, lines
-    if not isinstance(base, str):
-        raise ManifestError([f"{lines.get(('extends',), path)}: extends: expected a path to a base manifest"])
-    base_raw, base_lines = _read_yaml((path.parent / base), chain + (path.resolve(),))
-    return _merge(base_raw, raw), {**base_lines, **lines}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load(path: str | Path, overrides: list[str] = ()) -> Manifest:
-    path = Path(path)
-    raw, lines = _read_yaml(path)
-    parsed = parse_overrides(list(overrides))
-    for key, value in parsed:
-        try:
-            _set_dotted(raw, key, value)
-        except (IndexError, KeyError, TypeError, AttributeError):
-            raise ManifestError([f"override -o {key}: no such place in {path}"]) from None
-    # A top-level `vision:` section selects the vision schema (vision/manifest.py): same loader, same errors.
-    schema = Manifest
-    if "vision" in raw:
-        from vision.manifest import VisionManifest as schema
-    try:
-        return schema.model_validate(_expand(raw))
-    except ValidationError as e:
-        keys = [k for k, _ in parsed]
-        problems = _format_errors(e, path, lines, keys, root=schema)
-        if schema is Manifest:
-            problems += [p for p in _ladder_problems(_expand(raw), e, path, lines, keys) if p not in problems]
-        raise ManifestError(problems) from None
-
-
-_LADDER_KEYS = ("models", "pairs", "train")
-_PLACEHOLDERS = {"name": "placeholder", "dataset": {"name": "sst2"}}
-
-
-def _ladder_problems(raw: dict, err: ValidationError, path: Path, lines: dict, overridden: list[str]) -> list[str]:
-    """Pydantic skips the cross-field checks (pairs, batch divisibility) when any field fails. To still
-    report every problem at once, validate again with the failing unrelated top-level fields replaced
-    by placeholders or defaults, and keep only the problems under models/pairs/train."""
-    failed = {e["loc"][0] for e in err.errors() if e["loc"]}
-    if not isinstance(raw, dict) or failed & set(_LADDER_KEYS) or not failed:
-        return []
-    retry = {k: v for k, v in raw.items() if k not in failed}
-    retry.update({k: v for k, v in _PLACEHOLDERS.items() if k in failed})
-    try:
-        Manifest.model_validate(retry)
-    except ValidationError as e2:
-        return _format_errors(e2, path, lines, overridden, keep=lambda loc: bool(loc) and loc[0] in _LADDER_KEYS)
-    return []
-
-
-def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: list[str],
-                   keep=lambda loc: True, root=None) -> list[str]:
-    problems = []
-    for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after", "function-before")))
-        loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith(("tuple[", "list[", "literal[", "Literal["))))
-        error = (e.get("ctx") or {}).get("error")
-        if isinstance(error, Problems):     # several problems, each at its own place
-            problems += [_problem(loc + tuple(sub), msg, path, lines, overridden)
-                         for sub, msg in error.problems if keep(loc + tuple(sub))]
-            continue
-        if not keep(loc):
-            continue
-        msg = e["msg"].removeprefix("Value error, ")
-        parent = _model_at(loc[:-1], root) if loc else None
-        field = parent.model_fields.get(loc[-1]) if parent and isinstance(loc[-1], str) else None
-        hint = field.description if field is not None and field.description else ""
-        if e["type"] == "extra_forbidden":
-            close = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
-            msg = f"unknown key {loc[-1]!r}" + (close or (f" (valid keys: {', '.join(parent.model_fields)})" if parent else ""))
-        elif e["type"] == "missing":
-            msg = "required field is missing" + (f" ({hint})" if hint else "")
-        elif "input" in e and e["type"] not in ("value_error", "assertion_error") and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r}" + (f"; {loc[-1]}: {hint})" if hint else ")")
-        problems.append(_problem(loc, msg, path, lines, overridden))
-    return problems
-
-
-def _problem(loc: tuple, msg: str, path: Path, lines: dict, overridden: list[str]) -> str:
-    """`FILE:LINE: field.path: message (hint)`, or `override -o KEY: ...` when an override put it there."""
-    dotted = ".".join(str(x) for x in loc)
-    line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-    src = next((f"override -o {k}" for k in overridden
-                if dotted == k or dotted.startswith(k + ".") or (dotted and k.startswith(dotted + "."))),
-               line if isinstance(line, str) else f"{path}:{line}" if line else str(path))
-    return f"{src}: {dotted or '<top>'}: {msg}"
-
-
-def _model_at(loc: tuple, root=None) -> type[BaseModel] | None:
-    """The pydantic model class at a location, to suggest the closest valid key."""
-    cls: Any = root or Manifest
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-        if field is None:
-            return None
-        ann = field.annotation
-        for cand in (ann, *getattr(ann, "__args__", ())):
-            for sub in (cand, *getattr(cand, "__args__", ())):
-                if isinstance(sub, type) and issubclass(sub, BaseModel):
-                    cls = sub
-                    break
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
 def lint(m: Manifest) -> list[str]:
     """Warnings: valid, but probably not what was meant."""
     if getattr(m, "is_vision", False):      # a vision manifest lints itself
@@ -528,3 +328,18 @@ def lint(m: Manifest) -> list[str]:
         if mc.id not in MODELS and not mc.revision and not is_local(mc.id):
             out.append(f"{mc.label}: no revision pinned for {mc.id}; the resolved commit is recorded, but the run may drift")
     return out
+
+
+class ManifestError(Exception):
+    """Every problem with one manifest, formatted for people."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load(path, overrides=()) -> Manifest:
+    """Load and validate a manifest file (harness.manifest_io); raises ManifestError with every problem."""
+    from .manifest_io import load_manifest
+
+    return load_manifest(path, overrides)

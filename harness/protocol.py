@@ -167,9 +167,11 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
         # (cached across stages) and train the head alone (harness.features).
         cache = FeatureCache(m.output.dir, {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS},
                                             "pooling": pooling, "max_ctx": max_ctx, "overlength": overlength})
+        backbone = model
+
         def to_features(items, rows):
             hashes = [text_hash(r["txt"]) for r in rows]
-            return as_feature_items(items, cache.get(model, items, hashes, t["eval_batch"], collate))
+            return as_feature_items(items, cache.get(backbone, items, hashes, t["eval_batch"], collate))
         train_items, test_items = to_features(train_items, train_kept), to_features(test_items, test_kept)
         label_items = to_features(label_items, label_kept)
         model, collate = HeadOnly(fresh_head(model.score, t["head_init"])), FeatureCollator()
