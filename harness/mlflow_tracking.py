@@ -27,6 +27,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+from .store import sha256_file
 from .tracking import NullTracker, TrackingError
 
 # A client aimed at a dead server retries for ~4 minutes by default; a few seconds is enough here.
@@ -80,13 +81,6 @@ def metric_name(*parts) -> str:
     """MLflow metric names allow alphanumerics, _ - . / and spaces."""
     return ".".join(re.sub(r"[^A-Za-z0-9_\-/ ]", "_", str(p)) for p in parts)
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def probe(uri: str) -> None:
@@ -327,7 +321,7 @@ class MlflowTracker(NullTracker):
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag, RunTag
 
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         df = pd.read_parquet(path, columns=["id", "text_hash", "soft_label", "hard_label"])
         source = run_artifact_source(f"runs:/{producer}/weak_labels/weak_labels.parquet" if producer else str(path))
         teacher_model = stage.model if stage.kind == "gt" else stage.weak

@@ -27,9 +27,10 @@ from .data.splits import Splits, make_splits, text_hash
 from .envinfo import versions
 from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items, fresh_head
 from .manifest import Manifest
-from .metrics import accuracy, auroc, pgr
+from .metrics import accuracy, auroc
 from .models import load_classifier, load_tokenizer
 from .plan import Stage, build_plan
+from .runner import run_stages
 from .store import StageStore
 from . import launch, zero
 from .train import Collator, HeadInitCheck, JsonlLog, Rows, W2STrainer, epoch_concat, predict, training_args
@@ -40,48 +41,21 @@ FEATURE_KEYS = ("id", "revision", "local_digest", "dtype", "precision", "decoder
 _FROZEN: dict[tuple, tuple] = {}   # loaded probe backbones, reused across stages of one process
 
 
-def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
-    """Shard i of n owns a weak supervisor together with all its students, so shards never wait on
-    each other; ceilings are spread by their own key. Shards sharing a tracking server then reuse
-    each other's finished stages."""
-    if shard is None:
-        return True
-    i, n = shard
-    return int((stage.teacher or stage.key)[:12], 16) % n == i
-
-
 def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = (),
         shard: tuple[int, int] | None = None, echo=print) -> list[Stage]:
     plan = build_plan(m)
     store = StageStore(m.output.dir)
     splits: dict[int, Splits] = {}
-    todo = [s for s in plan if (not only or s.key.startswith(tuple(only))) and in_shard(s, shard)]
-    if only and not todo:
-        raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")
-    for i, stage in enumerate(todo, 1):
-        if not force and not store.is_done(stage.key) and tracker.restore(stage, store):
-            echo(f"[{i}/{len(todo)}] {stage.slug}: fetched from the tracking server ({stage.key[:12]})")
-            continue
-        if store.is_done(stage.key) and not force:
-            echo(f"[{i}/{len(todo)}] {stage.slug}: cached ({stage.key[:12]})")
-            tracker.stage_cached(stage, store.metrics(stage.key), store.dir(stage.key))
-            continue
-        if stage.teacher and not store.is_done(stage.teacher):
-            raise RuntimeError(f"{stage.slug}: its teacher stage {stage.teacher[:12]} has not finished; "
-                               f"run without --only first")
-        echo(f"[{i}/{len(todo)}] {stage.slug}: running ({stage.key[:12]})")
+
+    def execute(stage: Stage, sink) -> dict:
+        if launch.launched(m, stage):    # resources.launcher: a multi-process worker trains the stage
+            return launch.run_stage(m, stage, store, sink, echo=echo)
         if stage.seed not in splits:
             splits[stage.seed] = make_splits(m.dataset.model_copy(
                 update={"sampling": m.dataset.sampling or m.fidelity.resolved()["sampling"]}), stage.seed)
-        with tracker.stage(stage) as sink:
-            if launch.launched(m, stage):    # resources.launcher: a multi-process worker trains the stage
-                metrics = launch.run_stage(m, stage, store, sink, echo=echo)
-            else:
-                metrics = (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
-            metrics.update(pgr_of(m, stage, metrics, store, plan))
-            store.finish(stage.key, metrics)
-            tracker.stage_finished(stage, metrics, store.dir(stage.key))
-        echo(f"    test_acc={metrics['test_acc']:.4f}" + (f" pgr={metrics['pgr']:.3f}" if "pgr" in metrics else ""))
+        return (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
+
+    run_stages(plan, store, tracker, execute, force=force, only=only, shard=shard, echo=echo)
     return plan
 
 
@@ -229,15 +203,3 @@ def label_table(rows: list[dict], probs: np.ndarray, with_text: bool) -> pd.Data
         df.insert(2, "txt", [r["txt"] for r in rows])
     df["analysis_gt_label"] = [r["hard_label"] for r in rows]
     return df
-
-
-def pgr_of(m: Manifest, stage: Stage, metrics: dict, store: StageStore, plan: list[Stage]) -> dict:
-    """PGR for a transfer stage when its ceiling has finished (the results table recomputes it anyway)."""
-    if stage.kind != "transfer":
-        return {}
-    ceiling = next((s for s in plan if s.kind == "gt" and s.model == stage.model and s.seed == stage.seed
-                    and "ceiling" in s.roles), None)
-    if ceiling is None or not store.is_done(ceiling.key):
-        return {}
-    c = store.metrics(ceiling.key)["test_acc"]
-    return {"ceiling_acc": c, "pgr": pgr(metrics["weak_acc"], metrics["test_acc"], c)}

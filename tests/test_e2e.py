@@ -107,7 +107,7 @@ def test_only_runs_one_stage_and_rejects_unknown_keys(tiny):
 def test_shards_partition_the_plan_and_keep_students_with_their_teacher(tiny):
     from harness.manifest import load
     from harness.plan import build_plan
-    from harness.protocol import in_shard
+    from harness.runner import in_shard
 
     plan = build_plan(load(tiny, ["seeds=[0,1,2,3]"]))
     owner = {s.key: [i for i in range(3) if in_shard(s, (i, 3))] for s in plan}

@@ -11,9 +11,9 @@ import pytest
 from helpers_mlflow import FAST, W2S, children, clean_env, client, free_port, make_tiny, parents, w2s
 
 from harness.manifest import load
-from harness.mlflow_tracking import DIGEST_LEN, PARAM_MAX, clip, default_uri, file_sha256, flatten
+from harness.mlflow_tracking import DIGEST_LEN, PARAM_MAX, clip, default_uri, flatten
 from harness.plan import build_plan
-from harness.store import StageStore
+from harness.store import StageStore, sha256_file
 
 
 def test_flatten_and_clip():
@@ -86,7 +86,7 @@ def test_artifacts_and_weak_label_lineage(sweep, tmp_path):
     exp = c.get_experiment_by_name(m.name)
     runs = {r.data.tags["w2s.stage_key"]: r for r in children(c, exp.experiment_id)}
     teacher = next(s for s in plan if s.kind == "gt" and s.half == "train1")
-    sha = file_sha256(store.dir(teacher.key) / "weak_labels.parquet")
+    sha = sha256_file(store.dir(teacher.key) / "weak_labels.parquet")
     tr = runs[teacher.key]
     paths = {a.path for a in c.list_artifacts(tr.info.run_id, "weak_labels")}
     assert paths == {"weak_labels/weak_labels.parquet"}

@@ -168,7 +168,7 @@ def test_weights_checksum_is_enforced(tmp_path):
     f.write_bytes(b"not the weights")
     with pytest.raises(RuntimeError, match="refusing"):
         models.verify(f, "0" * 64, "efficientnet-lite0")
-    assert models.verify(f, None, "x") == models.file_sha256(f)
+    assert models.verify(f, None, "x") == models.sha256_file(f)
 
 
 @pytest.mark.real

@@ -7,13 +7,14 @@ to the CPU torch of the offline tier (ENVIRONMENT.md §8).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from harness.store import sha256_file
 
 WEIGHTS_ENV = "W2S_VISION_WEIGHTS"
 DINO_REPO = "facebookresearch/dino"
@@ -60,13 +61,6 @@ REGISTRY: dict[str, Spec] = {
 def weights_dir() -> Path:
     return Path(os.environ.get(WEIGHTS_ENV) or "~/.cache/w2s/vision").expanduser()
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def missing(r: dict) -> str | None:
@@ -133,7 +127,7 @@ def load(r: dict, n_classes: int | None = None) -> Wrapped:
 
 
 def verify(path: Path, expected: str | None, mid: str) -> str:
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     if expected and sha != expected:
         raise RuntimeError(f"{mid}: {path} has sha256 {sha}, but the manifest/registry pins {expected}; "
                            f"refusing to compute with other weights")

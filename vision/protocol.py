@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from harness.envinfo import versions
-from harness.metrics import accuracy, pgr
+from harness.metrics import accuracy
 from harness.plan import Stage
+from harness.runner import run_stages
 from harness.store import StageStore
 
 from . import data, features, models
@@ -34,33 +35,17 @@ from .plan import build_plan, image_set
 
 
 def run(m: VisionManifest, tracker, *, force: bool = False, only: tuple[str, ...] = (), echo=print) -> list[Stage]:
-    """The loop of harness.protocol.run: tracking-server restore, cache hits, teacher order, done markers."""
+    """The shared stage loop (harness.runner) over the vision stages."""
     if m.vision.threads:
         torch.set_num_threads(m.vision.threads)
     plan = build_plan(m)
     store = StageStore(m.output.dir)
-    todo = [s for s in plan if not only or s.key.startswith(tuple(only))]
-    if only and not todo:
-        raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")
-    for i, stage in enumerate(todo, 1):
-        if not force and not store.is_done(stage.key) and tracker.restore(stage, store):
-            echo(f"[{i}/{len(todo)}] {stage.slug}: fetched from the tracking server ({stage.key[:12]})")
-            continue
-        if store.is_done(stage.key) and not force:
-            echo(f"[{i}/{len(todo)}] {stage.slug}: cached ({stage.key[:12]})")
-            tracker.stage_cached(stage, store.metrics(stage.key), store.dir(stage.key))
-            continue
-        if stage.teacher and not store.is_done(stage.teacher):
-            raise RuntimeError(f"{stage.slug}: its teacher stage {stage.teacher[:12]} has not finished; "
-                               f"run without --only first")
-        echo(f"[{i}/{len(todo)}] {stage.slug}: running ({stage.key[:12]})")
-        with tracker.stage(stage) as sink:
-            fn = transfer if stage.kind == "transfer" else supervise if "weak" in stage.roles else ceiling
-            metrics = fn(m, stage, store, sink, echo)
-            metrics.update(pgr_of(stage, metrics, store, plan))
-            store.finish(stage.key, metrics)
-            tracker.stage_finished(stage, metrics, store.dir(stage.key))
-        echo(f"    test_acc={metrics['test_acc']:.4f}" + (f" pgr={metrics['pgr']:.3f}" if "pgr" in metrics else ""))
+
+    def execute(stage: Stage, sink) -> dict:
+        fn = transfer if stage.kind == "transfer" else supervise if "weak" in stage.roles else ceiling
+        return fn(m, stage, store, sink, echo)
+
+    run_stages(plan, store, tracker, execute, force=force, only=only, echo=echo)
     return plan
 
 
@@ -193,17 +178,6 @@ def table(ds: data.ImageSet, idx: np.ndarray, probs: np.ndarray) -> pd.DataFrame
     return pd.DataFrame({"id": [ds.ids[i] for i in idx], "text_hash": [ds.hashes[i] for i in idx],
                          "soft_label": [p.tolist() for p in probs.astype(np.float32)],
                          "hard_label": probs.argmax(-1).astype(int), "analysis_gt_label": ds.labels[idx].astype(int)})
-
-
-def pgr_of(stage: Stage, metrics: dict, store: StageStore, plan: list[Stage]) -> dict:
-    if stage.kind != "transfer":
-        return {}
-    c = next((s for s in plan if s.kind == "gt" and s.model == stage.model and s.seed == stage.seed
-              and "ceiling" in s.roles), None)
-    if c is None or not store.is_done(c.key):
-        return {}
-    ca = store.metrics(c.key)["test_acc"]
-    return {"ceiling_acc": ca, "pgr": pgr(metrics["weak_acc"], metrics["test_acc"], ca)}
 
 
 def weak_table(m: VisionManifest, plan: list[Stage], store: StageStore) -> pd.DataFrame:

@@ -4,12 +4,12 @@ out as in ../shared/data; otherwise the hub is used.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..store import sha256_file
 from . import formatters as fmt
 
 DATA_DIR_ENV = "W2S_DATA_DIR"
@@ -81,13 +81,6 @@ def local_path(spec: DatasetSpec, split: str, source: str | None) -> Path | None
                                 f"(is {DATA_DIR_ENV} pointing at the shared data folder?)")
     return path
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_rows(spec: DatasetSpec, split: str, source: str | None, revision: str | None):
