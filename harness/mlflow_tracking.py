@@ -138,7 +138,12 @@ class MlflowTracker(NullTracker):
         from . import __version__
         from .envinfo import git_commit
 
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would make the next tracker in
+        # this process (tests, notebooks) write to this run's store: keep the export from leaking.
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
         self.client = MlflowClient(self.uri)
         exp = self.client.get_experiment_by_name(manifest.name)
         if exp is None:

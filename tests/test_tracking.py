@@ -133,3 +133,18 @@ def test_unreachable_server_fails_fast(tmp_path):
     assert took < 10, f"took {took:.1f}s"
     assert uri in p.stderr and "--no-tracking" in p.stderr and "Nothing was run" in p.stderr
     assert not (tmp_path / "runs" / "stages").exists()
+
+
+def test_tracker_keeps_its_uri_to_itself(tiny, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a tracker must not leave it behind, or the
+    next run in the same process would record into this run's store."""
+    import os
+
+    from harness.tracking import make_tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    m = load(tiny)
+    tracker = make_tracker(m)
+    tracker.start(m, build_plan(m), tiny)
+    tracker.finish({}, tiny.parent, ok=True)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
