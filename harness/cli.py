@@ -162,9 +162,9 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
             sys.exit(2)
         shard = (i, n)
     from . import preflight
-    from .store import StageStore as _Store
+    from .store import StageStore
 
-    if not all(_Store(m.output.dir).is_done(s.key) for s in stages):
+    if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
         missing = preflight.problems(m)
         for p in missing:
             click.echo(f"error: cannot run here: {p}", err=True)
@@ -182,7 +182,7 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
         sys.exit(3)
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import protocol, results
-    from .store import StageStore
+
     ok = False
     try:
         protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
