@@ -133,7 +133,7 @@ def plan(file, overrides, models, check):
 @click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
 def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     """Run the plan: every uncached stage, then the results table."""
-    from .tracking import TrackingError, make_tracker
+    from .tracking import TrackingError
 
     early = None if no_tracking else tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if early:   # a dead server is reported in seconds: before the manifest's imports load torch
@@ -162,27 +162,13 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
             sys.exit(2)
         shard = (i, n)
     from . import preflight
-    from .store import StageStore
 
-    if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
-        missing = preflight.problems(m)
-        for p in missing:
-            click.echo(f"error: cannot run here: {p}", err=True)
-        if missing:
-            sys.exit(3)
-    if only and not any(s.key.startswith(tuple(only)) for s in stages):
-        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
-        sys.exit(2)
-    con = _console()
-    try:
-        tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
-        tracker.start(m, stages, Path(file))
-    except TrackingError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(3)
+    tracker = start_run(m, file, stages, preflight.problems, only, tracking_uri, no_tracking)
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import protocol, results
+    from .store import StageStore
 
+    con = _console()
     ok = False
     try:
         protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
@@ -223,6 +209,30 @@ def schema_docs():
     from .schema_docs import render
 
     click.echo(render(), nl=False)
+
+
+def start_run(m, file, stages, problems, only, tracking_uri, no_tracking):
+    """What every `w2s run` (language or vision) does before any compute: refuse what this machine
+    cannot run (exit 3), check --only (exit 2), and start the tracker (exit 3 if it is unreachable)."""
+    from .store import StageStore
+    from .tracking import TrackingError, make_tracker
+
+    if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
+        missing = problems(m)
+        for p in missing:
+            click.echo(f"error: cannot run here: {p}", err=True)
+        if missing:
+            sys.exit(3)
+    if only and not any(s.key.startswith(tuple(only)) for s in stages):
+        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
+        sys.exit(2)
+    try:
+        tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
+        tracker.start(m, stages, Path(file))
+    except TrackingError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    return tracker
 
 
 def _register_optional_commands():

@@ -41,28 +41,14 @@ def plan(m: VisionManifest, file: str, console, check: bool = False) -> None:
 def run(m: VisionManifest, file: str, console, *, force=False, only=(), tracking_uri=None, no_tracking=False) -> None:
     from harness import results
     from harness.store import StageStore
-    from harness.tracking import TrackingError, make_tracker
+    from harness.cli import start_run
 
     from . import protocol
     from .plan import build_plan, preflight
 
     stages = _build(m, file, build_plan)
     store = StageStore(m.output.dir)
-    if not all(store.is_done(s.key) for s in stages):
-        missing = preflight(m)
-        for p in missing:
-            click.echo(f"error: cannot run here: {p}", err=True)
-        if missing:
-            sys.exit(3)
-    if only and not any(s.key.startswith(tuple(only)) for s in stages):
-        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
-        sys.exit(2)
-    try:
-        tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
-        tracker.start(m, stages, Path(file))
-    except TrackingError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(3)
+    tracker = start_run(m, file, stages, preflight, only, tracking_uri, no_tracking)
     ok = False
     try:
         protocol.run(m, tracker, force=force, only=only, echo=console.print)
