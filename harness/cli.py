@@ -246,6 +246,8 @@ def _register_optional_commands():
 
 
 _register_optional_commands()
+from .reference_cli import reference as _reference   # noqa: E402  (`w2s reference ...`: the reference's command lines)
+main.add_command(_reference)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ from .data import DATASETS, fingerprint
 from .losses import resolve_params
 from .manifest import Manifest, ModelConfig
 from .models import MODELS, is_local
+from .code_identity import stage_code
 from .store import content_key
 
 
@@ -80,14 +81,16 @@ def build_plan(m: Manifest) -> list[Stage]:
     gt_loss = {"name": m.gt_loss.name, "params": resolve_params(m.gt_loss.name, m.gt_loss.params, warmup)}
     ceiling_half = "train1" if m.fidelity.resolved()["ceiling_half"] == "weak_half" else "train2"
     pairs = m.pairs_list()
-    weak_models = {w for w, _ in pairs}
+    # `pairs: []` = ground truth only (e.g. `w2s reference train-simple`): every model trains on the
+    # weak half and labels the student half, as the reference's train_simple.py does.
+    weak_models = {w for w, _ in pairs} or ({mc.label for mc in m.models} if m.pairs == [] else set())
     strong_models = {s for _, s in pairs}
     models = {mc.label: model_identity(m, mc) for mc in m.models}
     stages: dict[str, Stage] = {}
 
     def gt(label: str, seed: int, half: str, role: str) -> Stage:
         ident = {"kind": "gt", "half": half, "model": models[label], "data": data, "seed": seed,
-                 "loss": gt_loss, "harness": __version__}
+                 "loss": gt_loss, "harness": __version__, "code": stage_code(m.dataset.name, gt_loss["name"])}
         key = content_key(ident)
         st = stages.setdefault(key, Stage(key, "gt", label, seed, half, gt_loss, ident))
         if role not in st.roles:
@@ -108,7 +111,8 @@ def build_plan(m: Manifest) -> list[Stage]:
             for lc in m.losses:
                 loss = {"name": lc.name, "params": resolve_params(lc.name, lc.params, warmup)}
                 ident = {"kind": "transfer", "model": models[strong], "data": data, "seed": seed,
-                         "loss": loss, "teacher": teacher.key, "harness": __version__}
+                         "loss": loss, "teacher": teacher.key, "harness": __version__,
+                         "code": stage_code(m.dataset.name, lc.name)}   # docs/caching.md
                 order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
                                    weak=weak, teacher=teacher.key))
     return order
