@@ -14,7 +14,6 @@ from .data import DATASETS, fingerprint
 from .losses import resolve_params
 from .manifest import Manifest, ModelConfig
 from .models import MODELS, is_local
-from .code_identity import stage_code
 from .store import content_key
 
 
@@ -90,7 +89,7 @@ def build_plan(m: Manifest) -> list[Stage]:
 
     def gt(label: str, seed: int, half: str, role: str) -> Stage:
         ident = {"kind": "gt", "half": half, "model": models[label], "data": data, "seed": seed,
-                 "loss": gt_loss, "harness": __version__, "code": stage_code(m.dataset.name, gt_loss["name"])}
+                 "loss": gt_loss, "harness": __version__}
         key = content_key(ident)
         st = stages.setdefault(key, Stage(key, "gt", label, seed, half, gt_loss, ident))
         if role not in st.roles:
@@ -111,8 +110,7 @@ def build_plan(m: Manifest) -> list[Stage]:
             for lc in m.losses:
                 loss = {"name": lc.name, "params": resolve_params(lc.name, lc.params, warmup)}
                 ident = {"kind": "transfer", "model": models[strong], "data": data, "seed": seed,
-                         "loss": loss, "teacher": teacher.key, "harness": __version__,
-                         "code": stage_code(m.dataset.name, lc.name)}   # docs/caching.md
+                         "loss": loss, "teacher": teacher.key, "harness": __version__}
                 order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
                                    weak=weak, teacher=teacher.key))
     return order
