@@ -56,6 +56,45 @@ def make_models(root: Path) -> dict[str, Path]:
     return paths
 
 
+QWEN1_FILES = ("configuration_qwen.py", "modeling_qwen.py", "qwen_generation_utils.py", "tokenization_qwen.py",
+               "cpp_kernels.py", "qwen.tiktoken", "tokenizer_config.json", "LICENSE", "NOTICE")
+QWEN1_TINY = dict(hidden_size=32, num_attention_heads=2, kv_channels=16, intermediate_size=64, num_hidden_layers=2,
+                  seq_length=64, max_position_embeddings=64, bf16=False, fp16=False, fp32=False)
+
+
+def make_qwen1(out_dir: str | Path, seed: int = 0, **config) -> Path:
+    """A tiny random Qwen-1 model in `out_dir`, loadable by path with trust_remote_code: the hub's code and
+    vocabulary (harness.qwen1.assets_dir) copied unmodified, a small config.json that keeps auto_map and
+    model_type qwen (the real vocab size: the tokenizer's ids reach 151,850), random weights saved with
+    save_pretrained. `config` overrides QWEN1_TINY. Stable API: the rehearsal builds its Qwen models with it."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .qwen1 import assets_dir, model_class, stream_generator_stub
+
+    src, out = assets_dir(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in QWEN1_FILES:
+        shutil.copyfile(src / name, out / name)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(QWEN1_TINY, **config)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    conf = AutoConfig.from_pretrained(out, trust_remote_code=True)
+    model_class(conf, str(out), None)        # the stand-in import and patches (harness.qwen1) first
+    torch.manual_seed(seed)
+    with stream_generator_stub():           # from_config checks the remote imports again
+        model = AutoModelForCausalLM.from_config(conf, trust_remote_code=True, dtype=torch.float32)
+    model.save_pretrained(out)
+    # save_pretrained rewrites config.json with the model's resolved flags; keep the hub's "unset" precision
+    # so loading has to set it (fact 6), and keep the remote-code files next to the weights.
+    saved = json.loads((out / "config.json").read_text())
+    saved.update({k: cfg[k] for k in ("bf16", "fp16", "fp32", "auto_map")})
+    (out / "config.json").write_text(json.dumps(saved, indent=2))
+    return out
+
+
 def make_data(root: Path, n_train: int = 600, n_val: int = 200, seed: int = 0) -> Path:
     """Sentences of sentiment words and filler; the label is the majority sentiment, 10 % flipped."""
     rng = random.Random(seed)
