@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import manifest_guard as guard
 from .manifest import Manifest, ManifestError, Problems, _did_you_mean
 
 
@@ -62,7 +63,12 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ManifestError([f"override {item!r}: expected key=value, e.g. -o dataset.n_docs=2000"])
         key, value = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(value) if value.strip() else None))
+        try:
+            node = guard.compose(value, f"override -o {item}") if value.strip() else None
+            out.append((key.strip(), yaml.safe_load(value) if node is not None else None))
+        except yaml.YAMLError as e:
+            raise ManifestError([f"override -o {item}: not a YAML value ({getattr(e, 'problem', None) or e}); "
+                                 f"quote strings, e.g. -o 'name=\"my run\"', and write lists as [a, b]"]) from None
     return out
 
 
@@ -73,9 +79,12 @@ def _read_yaml(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
         raise ManifestError([f"{chain[-1] if chain else path}: no such file {path}" if chain else f"{path}: no such file"])
     if path.resolve() in chain:
         raise ManifestError([f"{path}: `extends` loops back to itself"])
-    text = path.read_text()
+    text = guard.read_text(path, "a base manifest" if chain else "a manifest")
     try:
-        node = yaml.compose(text)
+        node = guard.compose(text, str(path))     # bounded: an alias bomb is refused before it is expanded
+        dupes = guard.duplicate_keys(node, path) if node is not None else []
+        if dupes:
+            raise ManifestError(dupes)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -104,7 +113,14 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def load_manifest(path: str | Path, overrides: list[str] = ()) -> Manifest:
-    path = Path(path)
+    try:
+        return _load_manifest(Path(path), overrides)
+    except RecursionError:     # self-referencing aliases (`&a [*a]`) or absurd nesting
+        raise ManifestError([f"{path}: the YAML refers to itself (an alias inside its own anchor) or nests too "
+                             f"deeply; a manifest is a plain mapping"]) from None
+
+
+def _load_manifest(path: Path, overrides: list[str] = ()) -> Manifest:
     raw, lines = _read_yaml(path)
     parsed = parse_overrides(list(overrides))
     for key, value in parsed:
@@ -116,14 +132,21 @@ def load_manifest(path: str | Path, overrides: list[str] = ()) -> Manifest:
     schema = Manifest
     if "vision" in raw:
         from vision.manifest import VisionManifest as schema
+    keys = [k for k, _ in parsed]
+    problems = guard.raw_problems(raw, lines, path, keys)
+    if problems:
+        raise ManifestError(problems)
     try:
-        return schema.model_validate(_expand(raw))
+        m = schema.model_validate(_expand(raw))
     except ValidationError as e:
-        keys = [k for k, _ in parsed]
         problems = _format_errors(e, path, lines, keys, root=schema)
         if schema is Manifest:
             problems += [p for p in _ladder_problems(_expand(raw), e, path, lines, keys) if p not in problems]
         raise ManifestError(problems) from None
+    problems = guard.size_problems(m, lines, path, keys) if schema is Manifest else []
+    if problems:
+        raise ManifestError(problems)
+    return m
 
 
 _LADDER_KEYS = ("models", "pairs", "train")

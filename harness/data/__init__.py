@@ -11,6 +11,7 @@ from typing import Callable
 
 from ..store import sha256_file
 from . import formatters as fmt
+from .validate import DataError  # noqa: F401  (raised by load_rows and make_splits)
 
 DATA_DIR_ENV = "W2S_DATA_DIR"
 
@@ -26,6 +27,9 @@ class DatasetSpec:
     hub_kwargs: dict = field(default_factory=dict)
     local_files: dict[str, str] = field(default_factory=dict)  # hub split name -> path under data dir
     note: str = ""
+    # The raw columns the formatter reads (text | bool | label) and the label set (harness.data.validate).
+    fields: dict[str, str] = field(default_factory=dict)
+    labels: tuple = (0, 1)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -36,23 +40,31 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-register(DatasetSpec("amazon_polarity", fmt.amazon_polarity, "fancyzhx/amazon_polarity", "train", "test"))
-register(DatasetSpec("sciq", fmt.sciq, "allenai/sciq", "train", "test"))
+SCIQ_FIELDS = {"question": "text", "correct_answer": "text", "distractor1": "text", "distractor2": "text",
+               "distractor3": "text"}
+register(DatasetSpec("amazon_polarity", fmt.amazon_polarity, "fancyzhx/amazon_polarity", "train", "test",
+                     fields={"title": "text", "content": "text", "label": "label"}))
+register(DatasetSpec("sciq", fmt.sciq, "allenai/sciq", "train", "test", fields=SCIQ_FIELDS))
 register(DatasetSpec("boolq", fmt.boolq, "google/boolq", "train", "validation",
-                     local_files={"validation": "boolq/validation.jsonl"}))
+                     local_files={"validation": "boolq/validation.jsonl"},
+                     fields={"passage": "text", "question": "text", "answer": "bool"}))
 # cosmos_qa was a loading-script dataset; datasets>=4 refuses scripts, so read the hub's parquet branch.
 register(DatasetSpec("cosmos_qa", fmt.cosmos_qa, "allenai/cosmos_qa", "train", "validation",
                      revision="refs/convert/parquet",
-                     local_files={"validation": "cosmos_qa/validation.jsonl"}))
+                     local_files={"validation": "cosmos_qa/validation.jsonl"},
+                     fields={"context": "text", "question": "text", **{f"answer{i}": "text" for i in range(4)},
+                             "label": "label"}, labels=(0, 1, 2, 3)))
 register(DatasetSpec("anthropic_hh", fmt.anthropic_hh, "Anthropic/hh-rlhf", "train", "test",
                      local_files={"test": "anthropic_hh/harmless-base-test.jsonl.gz"},
-                     note="single-transcript formulation: at chance in the reference (Q20)"))
+                     note="single-transcript formulation: at chance in the reference (Q20)",
+                     fields={"chosen": "text", "rejected": "text"}))
 register(DatasetSpec("sst2", fmt.sst2, "stanfordnlp/sst2", "train", "validation",
-                     local_files={"train": "sst2/train.jsonl", "validation": "sst2/validation.jsonl"}))
+                     local_files={"train": "sst2/train.jsonl", "validation": "sst2/validation.jsonl"},
+                     fields={"sentence": "text", "label": "label"}))
 # ARC-Easy written in SciQ's schema: the offline stand-in for SciQ (not SciQ; see ../shared/data).
 register(DatasetSpec("arc_easy_sciq", fmt.sciq, "allenai/ai2_arc", "test", "test",
                      local_files={"test": "arc_easy_sciq_format/test.jsonl"},
-                     note="ARC-Easy in the SciQ schema; local files only"))
+                     note="ARC-Easy in the SciQ schema; local files only", fields=SCIQ_FIELDS))
 
 
 def data_dir(source: str | None = None) -> Path | None:
@@ -87,11 +99,21 @@ def load_rows(spec: DatasetSpec, split: str, source: str | None, revision: str |
     """Rows of one source split as a `datasets.Dataset`, from a local file or the hub."""
     import datasets
 
+    from .validate import check_columns, scan_file
+
     path = local_path(spec, split, source)
     if path is not None:
-        return datasets.load_dataset("json", data_files=str(path), split="train")
-    return datasets.load_dataset(spec.hub_id, split=split, revision=revision or spec.revision,
-                                 **spec.hub_kwargs)
+        if not path.is_file():
+            raise DataError(f"{path}: not a file; dataset {spec.name!r} split {split!r} is a JSON-lines file")
+        try:
+            rows = datasets.load_dataset("json", data_files=str(path), split="train")
+        except Exception as e:      # pyarrow/datasets errors name neither the line nor the field
+            raise scan_file(spec, split, path, e) from None
+    else:
+        rows = datasets.load_dataset(spec.hub_id, split=split, revision=revision or spec.revision,
+                                     **spec.hub_kwargs)
+    check_columns(spec, split, path, rows.column_names, len(rows))
+    return rows
 
 
 def fingerprint(spec: DatasetSpec, splits: list[str], source: str | None, revision: str | None) -> dict:
