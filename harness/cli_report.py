@@ -83,8 +83,8 @@ def report(source, compare, out, tracking_uri):
             except (ValueError, FileNotFoundError) as e:
                 raise click.ClickException(str(e)) from None
             click.echo(f"report: {built / 'report.md'}")
-            for png in sorted(built.glob("*.png")):
-                click.echo(f"plot: {png}")
+            for fig in sorted([*built.glob("*.png"), *built.glob("*.pdf")]):
+                click.echo(f"plot: {fig}")
             if spec is None:
                 continue
             rows = compare_rows(load_results(d), spec)

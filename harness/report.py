@@ -1,19 +1,19 @@
-"""`w2s report`: a markdown report and PNG plots from a results dir written by `w2s run`
-(<output.dir>/<name>/: stages.csv, pgr.csv, summary.csv, results.json), and `--compare`: a check of those
+"""`w2s report`: a markdown report and plots (PNG + PDF) from a results dir written by `w2s run`
+(<output.dir>/<name>/: stages.csv, pgr.csv, results.json, items.parquet), with test-aware intervals
+(harness.stats), and `--compare`: a check of those
 results against an expected-numbers YAML (format: experiments/expected/README.md)."""
 from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from .metrics import bootstrap_ci
+from . import stats
 
 METRICS = {"gt_acc", "ceiling_acc", "weak_acc", "w2s_acc", "pgr", "agreement_test",
            "median_pgr", "mean_pgr", "pgr_reference"}
@@ -27,9 +27,14 @@ class Results:
     pgr: pd.DataFrame
     summary: pd.DataFrame
     source: Path
+    meta: dict = field(default_factory=dict)
+    items: pd.DataFrame | None = None
+    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_results(d: Path) -> Results:
+    """A results dir, with the test-aware statistics recomputed (harness.stats; deterministic)."""
     d = Path(d)
     if not (d / "stages.csv").exists():
         raise FileNotFoundError(f"{d}: no stages.csv; give the results dir that `w2s run` printed "
@@ -41,57 +46,84 @@ def load_results(d: Path) -> Results:
     def csv(n):
         p = d / f"{n}.csv"
         return pd.read_csv(p) if p.exists() and p.stat().st_size > 1 else pd.DataFrame()
-    return Results(meta.get("name") or d.name, meta.get("dataset") or "unknown", csv("stages"), csv("pgr"),
-                   csv("summary"), d)
+    r = Results(meta.get("name") or d.name, meta.get("dataset") or "unknown", csv("stages"), csv("pgr"),
+                csv("summary"), d, meta)
+    r.items = load_items(d, r.stages)
+    if len(r.stages):
+        from .results import summarize
+
+        gt = r.stages[r.stages["kind"] == "gt"]
+        has = gt["roles"].fillna("").astype(str)
+        weak = {(x.model, x.seed): x.test_acc for x in gt[has.str.contains("weak")].itertuples()}
+        ceil = {(x.model, x.seed): x.test_acc for x in gt[has.str.contains("ceiling")].itertuples()}
+        t = summarize(r.stages, r.pgr.copy(), r.items, weak, ceil)
+        r.summary, r.pairs, r.accuracy = t["summary"], t["pairs"], t["accuracy"]
+    return r
+
+
+def load_items(d: Path, stages: pd.DataFrame) -> pd.DataFrame | None:
+    """items.parquet, or (results written before it existed) the stages' own test predictions in the
+    stage store next to the results dir (<output.dir>/stages/<key>/predictions_test.parquet)."""
+    if (d / "items.parquet").exists():
+        return pd.read_parquet(d / "items.parquet")
+    parts = []
+    for key in stages.get("key", []):
+        f = d.parent / "stages" / str(key) / "predictions_test.parquet"
+        if not f.exists():
+            return None
+        p = pd.read_parquet(f, columns=["id", "hard_label", "analysis_gt_label"])
+        parts.append(pd.DataFrame({"key": key, "id": p["id"].astype(str), "label": p["analysis_gt_label"].astype(int),
+                                   "correct": (p["hard_label"] == p["analysis_gt_label"]).astype("int8")}))
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 # -- numbers --------------------------------------------------------------------------------------
+def ladder(r: Results) -> list[str]:
+    """Models in the manifest's order (the ladder), not sorted by accuracy."""
+    present = list(dict.fromkeys(r.stages["model"])) if len(r.stages) else []
+    order = [m for m in r.meta.get("models") or [] if m in present]
+    return order + [m for m in present if m not in order]
+
+
 def gt_table(r: Results) -> pd.DataFrame:
-    """Per model: GT accuracy as weak supervisor (train1 / weak role), as ceiling, and the reference's base(m)
-    (mean over all its GT rows, REFERENCE.md §8)."""
-    gt = r.stages[r.stages["kind"] == "gt"] if len(r.stages) else pd.DataFrame(columns=["model", "roles", "test_acc", "seed"])
-    out = []
-    for model, g in gt.groupby("model", sort=False):
+    """Per model, in ladder order: accuracy as supervisor (weak half) and as ceiling with CIs, the supervisor's
+    weak-label accuracy on the student half, and the spread over seeds."""
+    a = r.accuracy
+    rows = []
+    for model in ladder(r):
+        g = a[(a["kind"] == "gt") & (a["model"] == model)] if len(a) else a
+        if not len(g):
+            continue
         roles = g["roles"].fillna("").astype(str)
-        weak = g[roles.str.contains("weak")]["test_acc"]
-        ceil = g[roles.str.contains("ceiling")]["test_acc"]
-        out.append({"model": model, "seeds": int(g["seed"].nunique()), "gt_acc": g["test_acc"].mean(),
-                    "gt_acc_std": g["test_acc"].std(ddof=0), "weak_acc": weak.mean() if len(weak) else np.nan,
-                    "ceiling_acc": ceil.mean() if len(ceil) else np.nan})
-    t = pd.DataFrame(out, columns=["model", "seeds", "gt_acc", "gt_acc_std", "weak_acc", "ceiling_acc"])
-    return t.sort_values("gt_acc", kind="stable").reset_index(drop=True)
+        w, c = g[roles.str.contains("weak")], g[roles.str.contains("ceiling")]
+        row = {"model": model, "seeds": int(g["seeds"].max()), "weak": "—", "weak_label": "—", "ceiling": "—", "std": "—"}
+        if len(w):
+            row["weak"] = stats.acc_cell(w.iloc[0].to_dict())
+            row["weak_label"] = fmt(w.iloc[0]["weak_label_acc"])
+        if len(c):
+            row["ceiling"] = stats.acc_cell(c.iloc[0].to_dict())
+        std = g["seed_std"].dropna()
+        row["std"] = fmt(float(std.iloc[-1])) if len(std) else "— (one seed)"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "seeds", "weak", "weak_label", "ceiling", "std"])
 
 
 def pair_table(r: Results) -> pd.DataFrame:
-    """Per (weak, strong, loss): seed means and a bootstrap CI of PGR over seeds."""
-    rows = []
-    if len(r.pgr):
-        for (w, s, loss), g in r.pgr.groupby(["weak", "strong", "loss"], sort=False):
-            vals = g["pgr"].to_numpy(dtype=float)
-            lo, hi = bootstrap_ci(vals, np.mean)
-            fin = vals[np.isfinite(vals)]
-            rows.append({"weak": w, "strong": s, "loss": loss, "seeds": len(g), "weak_acc": g["weak_acc"].mean(),
-                         "w2s_acc": g["w2s_acc"].mean(), "ceiling_acc": g["ceiling_acc"].mean(),
-                         "pgr": float(fin.mean()) if len(fin) else np.nan, "pgr_ci_low": lo, "pgr_ci_high": hi,
-                         "agreement_test": g["agreement_test"].mean() if "agreement_test" in g else np.nan,
-                         "small_gap": bool(g["small_gap"].astype(str).eq("True").any()) if "small_gap" in g else False})
-    return pd.DataFrame(rows, columns=["weak", "strong", "loss", "seeds", "weak_acc", "w2s_acc", "ceiling_acc", "pgr",
-                                       "pgr_ci_low", "pgr_ci_high", "agreement_test", "small_gap"])
-
-
-def x_positions(r: Results) -> dict[str, float]:
-    """The plot's x: each model's ceiling accuracy; models that are only supervisors use their GT accuracy."""
-    t = gt_table(r)
-    return {row.model: float(row.ceiling_acc if not math.isnan(row.ceiling_acc) else row.gt_acc)
-            for row in t.itertuples()}
-
-
-def plot_gt_rows(r: Results) -> pd.DataFrame:
-    """The black line: each model's ceiling rows (so y matches its x), or all its GT rows if it has none."""
-    gt = r.stages[r.stages["kind"] == "gt"]
-    ceil = gt["roles"].fillna("").astype(str).str.contains("ceiling")
-    has_ceiling = set(gt[ceil]["model"])
-    return gt[ceil | ~gt["model"].isin(has_ceiling)]
+    p = r.pairs
+    if not len(p):
+        return pd.DataFrame(columns=["weak", "strong", "loss", "seeds", "weak_acc", "w2s", "ceiling_acc", "gap", "PGR", "agreement"])
+    out = p[["weak", "strong", "loss", "seeds", "weak_acc", "ceiling_acc"]].copy()
+    acc = r.accuracy.set_index("role") if len(r.accuracy) else None
+    w2s = []
+    for x in p.itertuples():
+        a = acc.loc[stats.role("transfer", x.strong, x.weak, "train2", x.loss)].to_dict() if acc is not None and \
+            stats.role("transfer", x.strong, x.weak, "train2", x.loss) in acc.index else {"acc": x.w2s_acc}
+        w2s.append(stats.acc_cell(a))
+    out["w2s"] = w2s
+    out["gap"] = [stats.ci_cell(x.gap, x.gap_ci_low, x.gap_ci_high, x.note) for x in p.itertuples()]
+    out["PGR"] = [stats.pgr_cell(x) for x in p.to_dict("records")]
+    out["agreement"] = p["agreement_test"] if "agreement_test" in p else np.nan
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -108,8 +140,16 @@ def md_table(df: pd.DataFrame, cols: list[str], headers: list[str] | None = None
     return head + "".join("| " + " | ".join(fmt(r[c]) for c in cols) + " |\n" for r in df.to_dict("records"))
 
 
+HOW_TO_READ = ("Intervals are 95% paired bootstrap CIs over the test items (the supervisor, the student and the "
+               "ceiling resampled on the same items), nested with a resampling of seeds when there are several "
+               "(harness/stats.py). A pair's PGR = (w2s − weak) / (ceiling − weak) of the seed means is given "
+               "only when its gap ceiling − weak is *resolved* (CI above 0); otherwise the row says "
+               "\"unresolved (gap ± half-width)\". **at chance** = the CI contains the majority-class rate. "
+               "No interval is computed from fewer than two values (\"—\" says why).")
+
+
 def build_report(results_dir: Path, out: Path, compare: Path | None = None) -> Path:
-    """Write out/report.md and out/*.png; returns `out`. With `compare`, also out/compare.md."""
+    """Write out/report.md and out/*.png + *.pdf; returns `out`. With `compare`, also out/compare.md."""
     from .plots import accuracy_plot, pgr_plot
 
     r = load_results(Path(results_dir))
@@ -118,38 +158,41 @@ def build_report(results_dir: Path, out: Path, compare: Path | None = None) -> P
     gt, pairs = gt_table(r), pair_table(r)
     title = f"{r.name} ({r.dataset})"
     plots = []
-    if len(gt):
-        plots.append(accuracy_plot(x_positions(r), plot_gt_rows(r), r.pgr, r.summary, title,
-                                   out / f"accuracy_{r.name}.png"))
-    if len(pairs):
-        plots.append(pgr_plot(pairs, f"PGR per pair: {title}", out / f"pgr_{r.name}.png"))
+    if len(r.accuracy):
+        plots.append(accuracy_plot(r, ladder(r), title, out / f"accuracy_{r.name}.png"))
+    if len(r.pairs):
+        plots.append(pgr_plot(r.pairs, f"PGR per pair: {title}", out / f"pgr_{r.name}.png"))
+    seeds = int(r.stages["seed"].nunique()) if len(r.stages) else 0
+    n_items = int(r.accuracy["n_items"].max()) if len(r.accuracy) else 0
+    maj = float(r.accuracy["majority"].iloc[0]) if len(r.accuracy) else float("nan")
+    commit = r.meta.get("git_commit")
     lines = [f"# Weak-to-strong report: {r.name}", "",
-             f"Dataset **{r.dataset}**; results from `{r.source}`; generated {time.strftime('%Y-%m-%d %H:%M:%S')}.",
-             "", "## Ground-truth accuracy per model", "",
-             "`weak` = trained on the weak half (the supervisor); `ceiling` = the strong model's ground-truth "
-             "ceiling; `all GT` = the reference's base(m), the mean over every GT row.", "",
-             md_table(gt, ["model", "seeds", "weak_acc", "ceiling_acc", "gt_acc", "gt_acc_std"],
-                      ["model", "seeds", "weak (GT, train1)", "ceiling", "all GT (mean)", "std over seeds"]),
+             f"Dataset **{r.dataset}**; {seeds} seed(s); {n_items or '—'} test items per seed (common to all stages); "
+             f"majority-class rate {fmt(maj, 3)}; run tag **{r.meta.get('tag', 'real')}**; "
+             + (f"git {commit[:12]}{' (dirty)' if r.meta.get('git_dirty') else ''}; " if commit else "")
+             + f"results from `{r.source}`.", "", HOW_TO_READ, "",
+             "## Ground-truth accuracy per model (ladder order)", "",
+             md_table(gt, ["model", "seeds", "weak", "weak_label", "ceiling", "std"],
+                      ["model", "seeds", "as supervisor (GT, weak half)", "its weak labels on the student half",
+                       "as ceiling (GT)", "std of test acc over seeds"]),
              "## Weak-to-strong per pair and loss", "",
-             "Seed means; PGR = (w2s − weak) / (ceiling − weak), 95% bootstrap CI of the mean over seeds.", "",
-             md_table(pairs, ["weak", "strong", "loss", "seeds", "weak_acc", "w2s_acc", "ceiling_acc", "pgr",
-                              "pgr_ci_low", "pgr_ci_high", "agreement_test", "small_gap"],
-                      ["weak", "strong", "loss", "seeds", "weak acc", "w2s acc", "ceiling acc", "PGR", "CI low",
-                       "CI high", "agreement", "small gap"]),
+             md_table(pairs, ["weak", "strong", "loss", "seeds", "weak_acc", "w2s", "ceiling_acc", "gap", "PGR", "agreement"],
+                      ["weak", "strong", "loss", "seeds", "weak acc", "w2s acc", "ceiling acc", "gap (ceiling − weak)",
+                       "PGR", "agreement"]),
              "## PGR per loss", "",
-             "Median and mean over all (pair, seed) rows with 95% bootstrap CIs; `reference` is the reference "
-             "notebook's statistic (seed-mean baselines, REFERENCE.md §8).", ""]
+             "Median and mean over the (pair, seed) rows of *resolved* pairs only; `reference` is the reference "
+             "notebook's statistic (seed-mean baselines, REFERENCE.md §8) over the same rows.", ""]
     if len(r.summary):
-        lines.append(md_table(r.summary, ["loss", "n", "median_pgr", "median_ci_low", "median_ci_high", "mean_pgr",
-                                          "mean_ci_low", "mean_ci_high", "pgr_reference"],
-                              ["loss", "n", "median PGR", "CI low", "CI high", "mean PGR", "CI low", "CI high",
-                               "reference"]))
+        s = r.summary.copy()
+        s["median"] = [stats.ci_cell(x.median_pgr, x.median_ci_low, x.median_ci_high, x.note) for x in s.itertuples()]
+        s["mean"] = [stats.ci_cell(x.mean_pgr, x.mean_ci_low, x.mean_ci_high, x.note) for x in s.itertuples()]
+        lines.append(md_table(s, ["loss", "n", "pairs_resolved", "pairs_left_out", "median", "mean", "pgr_reference"],
+                              ["loss", "rows", "pairs resolved", "pairs left out (unresolved)", "median PGR",
+                               "mean PGR", "reference"]))
     else:
         lines.append("No transfer stage has finished yet.\n")
-    if len(pairs) and pairs["small_gap"].any():
-        lines += ["**Warning:** some pairs have |ceiling − weak| < 0.01: their PGR is unstable.", ""]
     if plots:
-        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name}) ([PDF]({p.with_suffix('.pdf').name}))" for p in plots] + [""]
     if compare:
         rows = compare_rows(r, load_expected(compare))
         (out / "compare.md").write_text(compare_markdown(rows, compare))

@@ -39,7 +39,7 @@ def write_results(d: Path) -> Path:
             stages.append({"kind": "transfer", "model": st, "weak": w, "half": "train2", "loss": loss, "seed": seed,
                            "roles": "", "test_acc": a, "test_auroc": None, "n_train": 100, "key": f"t{w}{st}{loss}{seed}"})
     tables = {"stages": pd.DataFrame(stages), "pgr": pd.DataFrame(rows)}
-    tables["summary"] = summarize(tables["pgr"], WEAK, CEIL)
+    tables.update(summarize(tables["stages"], tables["pgr"], None, WEAK, CEIL))   # no items: seeds-only CIs
     for name, df in tables.items():
         df.to_csv(d / f"{name}.csv", index=False)
     (d / "results.json").write_text(json.dumps({"meta": {"name": "synthetic", "dataset": "sciq"},
@@ -58,11 +58,14 @@ def test_report_tables_and_plots(results, tmp_path):
     assert res.exit_code == 0, res.output
     md = (out / "report.md").read_text()
     assert "Dataset **sciq**" in md
-    assert "| small | 2 | 0.6100 | — | 0.6100 |" in md                  # weak-only model
-    assert "| medium | 2 | 0.7100 | 0.7500 | 0.7300 |" in md             # weak, ceiling, reference base(m)
-    assert "| large | 2 | — | 0.8500 | 0.8500 |" in md
-    assert "| small | large | xent | 2 | 0.6100 | 0.7450 | 0.8500 | 0.5625 |" in md
-    assert "| xent | 6 | 0.5000 |" in md and "| logconf | 6 | 0.2500 |" in md
+    # no per-item predictions here: the two seeds are resampled (an interval from two values, never one)
+    assert "| small | 2 | 0.610 [0.600, 0.620] | — | — | 0.0100 |" in md                 # supervisor only
+    assert "| medium | 2 | 0.710 [0.700, 0.720] | — | 0.750 [0.740, 0.760] | 0.0100 |" in md
+    assert "| small | large | xent | 2 | 0.6100 | 0.745 [0.720, 0.770] | 0.8500 | 0.240 [0.240, 0.240] | 0.5625 [" \
+        not in md and "| small | large | xent | 2 | 0.6100 | 0.745 [0.720, 0.770] | 0.8500 | 0.240 [0.240, 0.240] | " \
+        "0.563 [0.500, 0.625] |" in md
+    assert "| xent | 6 | 3 | 0 | 0.500 [0.500, 0.500] |" in md and "| logconf | 6 | 3 | 0 | 0.250 [" in md
+    assert sorted(p.name for p in out.glob("*.pdf")) == ["accuracy_synthetic.pdf", "pgr_synthetic.pdf"]
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["accuracy_synthetic.png", "pgr_synthetic.png"]
     import matplotlib.image as mpimg
@@ -114,3 +117,83 @@ def test_report_from_manifest_and_errors(tmp_path):
     assert res.exit_code != 0 and "not a results dir" in res.output
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code != 0 and "no stages.csv" in res.output
+
+
+def write_one_seed(d: Path, correct: dict[str, np.ndarray] | None, accs: dict[str, float]) -> Path:
+    """One seed, weak W -> strong S (xent); with `correct` (per-item 0/1 per stage) items.parquet is written."""
+    d.mkdir(parents=True, exist_ok=True)
+    spec = {"weak": ("gt", "W", None, "train1", "weak"), "ceiling": ("gt", "S", None, "train2", "ceiling"),
+            "student": ("transfer", "S", "W", "train2", "")}
+    stages = pd.DataFrame([{"kind": k, "model": m, "weak": w, "half": h, "loss": "xent", "seed": 0, "roles": r,
+                            "test_acc": accs[n], "test_auroc": None, "n_train": 10, "key": n}
+                           for n, (k, m, w, h, r) in spec.items()])
+    rows = pd.DataFrame([{"weak": "W", "strong": "S", "loss": "xent", "seed": 0, "weak_acc": accs["weak"],
+                          "w2s_acc": accs["student"], "ceiling_acc": accs["ceiling"],
+                          "pgr": pgr(accs["weak"], accs["student"], accs["ceiling"]), "small_gap": False, "agreement_test": 0.8}])
+    items = None
+    if correct is not None:
+        items = pd.concat([pd.DataFrame({"key": n, "id": [f"i{i}" for i in range(len(c))], "label": np.arange(len(c)) % 2,
+                                         "correct": c.astype("int8")}) for n, c in correct.items()], ignore_index=True)
+        items.to_parquet(d / "items.parquet", index=False)
+    tables = {"stages": stages, "pgr": rows, **summarize(stages, rows, items, {("W", 0): accs["weak"]},
+                                                        {("S", 0): accs["ceiling"]})}
+    for name, df in tables.items():
+        df.to_csv(d / f"{name}.csv", index=False)
+    (d / "results.json").write_text(json.dumps({"meta": {"name": d.name, "dataset": "sst2", "models": ["W", "S"]}}))
+    return d
+
+
+def test_unresolved_pair_prints_no_pgr(tmp_path):
+    """Weak and ceiling right on exactly the same items: a zero-width gap, so no PGR anywhere, even though
+    the raw ratio (0.75 - 0.70) / (0.70 - 0.70) ... is not even defined; and the accuracies are at chance."""
+    rng = np.random.default_rng(0)
+    same = (rng.random(400) < 0.5).astype(int)
+    student = same.copy()
+    student[np.where(same == 0)[0][:8]] = 1
+    d = write_one_seed(tmp_path / "flat", {"weak": same, "ceiling": same.copy(), "student": student},
+                       {"weak": same.mean(), "ceiling": same.mean(), "student": student.mean()})
+    res = CliRunner().invoke(main, ["report", str(d), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| unresolved (gap 0.000 ± 0.000) |" in md
+    assert "| xent | 0 | 0 | 1 | — (no resolved pair) | — (no resolved pair) | — |" in md
+    assert "**at chance**" in md
+
+
+def test_one_seed_without_items_has_no_interval(tmp_path):
+    d = write_one_seed(tmp_path / "old", None, {"weak": 0.6, "ceiling": 0.9, "student": 0.75})
+    res = CliRunner().invoke(main, ["report", str(d), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| one seed and no per-item test predictions |" in md                   # the pair: no PGR, and why
+    assert "0.600 (no CI: one seed and no per-item test predictions)" in md
+    assert "[0.600, 0.600]" not in md and "0.5000" not in md
+
+
+def test_terminal_table_masks_unresolved_pgr(tmp_path):
+    from rich.console import Console
+
+    from harness.results import render
+
+    rng = np.random.default_rng(1)
+    same = (rng.random(300) < 0.7).astype(int)
+    d = write_one_seed(tmp_path / "flat", {"weak": same, "ceiling": same.copy(), "student": same.copy()},
+                       {"weak": same.mean(), "ceiling": same.mean(), "student": same.mean()})
+    tables = {n: pd.read_csv(d / f"{n}.csv") for n in ("stages", "pgr", "pairs", "summary", "accuracy")}
+    con = Console(record=True, width=200)
+    render(tables, con)
+    text = con.export_text()
+    assert "unresolved (gap 0.000 ± 0.000)" in text and "no resolved pair" in text
+
+
+def test_results_json_is_self_contained(tmp_path):
+    from harness.manifest import load
+    from harness.results import write
+
+    m = load(Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml")
+    write(m, {"stages": pd.DataFrame(), "pgr": pd.DataFrame(), "summary": pd.DataFrame()}, tmp_path / "q")
+    meta = json.loads((tmp_path / "q" / "results.json").read_text())["meta"]
+    assert meta["versions"]["harness"] and meta["versions"]["numpy"]
+    assert len(meta["git_commit"]) == 40 and isinstance(meta["git_dirty"], bool)
+    assert meta["manifest"]["name"] == "quickstart" and meta["manifest"]["dataset"]["n_docs"] == 2000
+    assert meta["tag"] == "real" and "data" in meta
