@@ -90,7 +90,7 @@ def _reached(obj) -> tuple[list, dict]:
                         continue
                     targets = [getattr(val, n) for n in names if hasattr(val, n)]
                     for n in names:
-                        if isinstance(getattr(val, n, None), _CONSTANT):
+                        if hasattr(val, n) and isinstance(getattr(val, n), _CONSTANT):
                             consts[f"{val.__name__}.{n}"] = repr(getattr(val, n))
                 for t in targets:
                     if isinstance(t, (types.FunctionType, type)) and _ours(t):

@@ -6,7 +6,7 @@ from typing import Callable
 
 from .metrics import pgr
 from .plan import Stage
-from .store import StageStore
+from .store import StageStore, invalidate_corrupt
 
 
 def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
@@ -22,6 +22,7 @@ def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
 def run_stages(plan: list[Stage], store: StageStore, tracker, execute: Callable[[Stage, object], dict], *,
                force: bool = False, only: tuple[str, ...] = (), shard: tuple[int, int] | None = None,
                echo=print) -> None:
+    invalidate_corrupt(plan, store, echo)   # files that do not match done.json: recompute, with dependants
     todo = [s for s in plan if (not only or s.key.startswith(tuple(only))) and in_shard(s, shard)]
     if only and not todo:
         raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")

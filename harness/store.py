@@ -147,19 +147,21 @@ class StageStore:
         return pd.read_parquet(self.dir(key) / f"{name}.parquet", columns=columns)
 
 
-def invalidate_corrupt(plan: list, store: StageStore, echo=print) -> list:
-    """Stages whose cached files do not verify are forgotten, with every stage that depends on them
-    (a student trained on the weak labels of a stage that will be recomputed). Returns those stages."""
-    bad = {}
-    for s in plan:
-        why = store.problem(s.key)
-        if why:
-            bad[s.key] = why
-            echo(f"corrupt cache: {s.slug} ({s.key[:12]}, {store.dir(s.key)}): {why}; it will be recomputed")
+def corrupt(plan: list, store: StageStore) -> dict:
+    """{key: why} for stages whose cached files do not verify, and for every stage that depends on one
+    (a student trained on the weak labels of a teacher that will be recomputed)."""
+    bad = {s.key: why for s in plan if (why := store.problem(s.key))}
     for s in plan:
         if s.teacher in bad and s.key not in bad and (store.dir(s.key) / "done.json").exists():
             bad[s.key] = f"its teacher {s.teacher[:12]} is recomputed"
-            echo(f"corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; it will be recomputed too")
-    for key in bad:
-        store.discard(key)
-    return [s for s in plan if s.key in bad]
+    return bad
+
+
+def invalidate_corrupt(plan: list, store: StageStore, echo=print) -> dict:
+    """Forget (un-done) the stages `corrupt` finds, saying which and why; they are then recomputed."""
+    bad = corrupt(plan, store)
+    for s in plan:
+        if s.key in bad:
+            echo(f"corrupt cache: {s.slug} ({s.key[:12]}, {store.dir(s.key)}): {bad[s.key]}; recomputing it")
+            store.discard(s.key)
+    return bad

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     import transformers  # noqa: F401
 
     from . import launch, protocol, zero
-    from .data.splits import make_splits
+    from .data.splits import splits_for
     from .manifest import ManifestError, load
     from .plan import build_plan
 
@@ -81,8 +81,7 @@ def main(argv=None) -> int:
     wd = Path(a.workdir) if a.workdir else launch.workdir(m, stage)
     wd.mkdir(parents=True, exist_ok=True)
     store = RankStore(m.output.dir, rank, wd / f"rank{rank}")
-    splits = make_splits(m.dataset.model_copy(
-        update={"sampling": m.dataset.sampling or m.fidelity.resolved()["sampling"]}), stage.seed)
+    splits = splits_for(m, stage.seed)
     try:
         fn = protocol.ground_truth if stage.kind == "gt" else protocol.transfer
         metrics = fn(m, stage, splits, store, None)

@@ -1,0 +1,158 @@
+"""Issue #16, finding 1: the code that computes a stage is part of its identity. Changing a loss, a
+formatter, the model loading or the protocol recomputes exactly the stages that run it (and, through
+teacher keys, their students), locally and through the tracking-server restore; comments do not count."""
+import dataclasses
+import importlib
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from harness import losses
+from harness.data import DATASETS
+from harness.manifest import load
+from harness.plan import build_plan
+
+
+def keys(path, *overrides) -> dict:
+    return {s.slug: s.key for s in build_plan(load(path, list(overrides)))}
+
+
+def changed(before: dict, after: dict) -> set:
+    return {slug for slug in before if before[slug] != after[slug]}
+
+
+def flipped_xent(logits, soft_labels, step_frac=0.0):
+    """xent with its targets flipped: the 'code change' of the issue."""
+    return losses.soft_ce(logits.float(), soft_labels.float().flip(-1))
+
+
+def other_logconf(logits, soft_labels, step_frac=0.0, **params):
+    return losses.soft_ce(logits.float(), soft_labels.float()) * 2
+
+
+def test_a_loss_change_recomputes_exactly_its_stages(tiny, monkeypatch):
+    base = keys(tiny)
+    assert len(base) == 4
+    monkeypatch.setitem(losses.LOSSES, "logconf", other_logconf)
+    assert changed(base, keys(tiny)) == {"transfer tiny-gpt2->tiny-bert logconf s0"}
+    monkeypatch.setitem(losses.LOSSES, "logconf", losses.logconf)
+    assert keys(tiny) == base, "restoring the code restores the keys (and the cache)"
+    # xent is the ground-truth loss: every gt stage changes, so every student (teacher key) does too
+    monkeypatch.setitem(losses.LOSSES, "xent", flipped_xent)
+    assert changed(base, keys(tiny)) == set(base)
+
+
+def test_a_helper_change_is_seen_through_the_registered_function(tiny, monkeypatch):
+    base = keys(tiny)
+    monkeypatch.setattr(losses, "logconf_coef", lambda step_frac, aux_coef, warmup_frac, warmup: aux_coef)
+    assert changed(base, keys(tiny)) == {"transfer tiny-gpt2->tiny-bert logconf s0"}
+
+
+def test_a_formatter_change_recomputes_that_dataset_only(tiny, monkeypatch):
+    base = keys(tiny)
+    spec = DATASETS["sst2"]
+    monkeypatch.setitem(DATASETS, "sst2", dataclasses.replace(spec, formatter=lambda row, rng: (row["sentence"].lower(),
+                                                                                             int(row["label"]))))
+    assert changed(base, keys(tiny)) == set(base)
+    from harness.code_identity import stage_code
+
+    assert stage_code("boolq", "xent") == stage_code("boolq", "xent")
+    assert stage_code("sst2", "xent")["formatter"] != stage_code("amazon_polarity", "xent")["formatter"]
+
+
+def test_comments_and_docstrings_do_not_count_code_does(tmp_path, monkeypatch):
+    from harness.code_identity import code_digest
+
+    variants = {
+        "a": "def f(x):\n    return x + 1\n",
+        "b": 'def f(x):\n    """Adds one."""\n    # a comment\n    return (x +\n            1)\n',
+        "c": "def f(x):\n    return x + 2\n",
+    }
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digests = {}
+    for name, src in variants.items():
+        (tmp_path / "harness_probe_{}.py".format(name)).write_text(src)
+        mod = importlib.import_module(f"harness_probe_{name}")
+        mod.f.__module__ = "harness.probe"        # walked as harness code
+        digests[name] = code_digest(mod.f)
+    assert digests["a"] == digests["b"] != digests["c"]
+
+
+def test_cli_plan_sees_a_patched_loss(tiny_run, tmp_path):
+    """The finished tiny sweep is all cached; the same plan in a process whose logconf differs (byte
+    code only: defined in `python -c`, no source file) has exactly that student to run."""
+    import shutil
+
+    shutil.copytree(tiny_run.parent / "runs", tmp_path / "runs")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_run.read_text().replace(str(tiny_run.parent / "runs"), str(tmp_path / "runs")))
+    script = textwrap.dedent(f"""
+        import sys
+        import harness.losses as L
+        if sys.argv[1] == "patch":
+            def logconf(logits, soft_labels, step_frac=0.0, **kw):
+                return L.soft_ce(logits.float(), soft_labels.float()) * 3
+            L.LOSSES["logconf"] = logconf
+        from harness.cli import main
+        main(["plan", {str(path)!r}], standalone_mode=False)
+    """)
+    out = {}
+    for mode in ("plain", "patch"):
+        proc = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, cwd=ROOT,
+                              env={"COLUMNS": "200", **__import__("os").environ}, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out[mode] = proc.stdout
+    assert "4/4 cached" in out["plain"]
+    assert "3/4 cached" in out["patch"]
+    row = next(line for line in out["patch"].splitlines() if "logconf" in line and "transfer" in line)
+    assert "to run" in row
+
+
+def test_tracking_server_restore_matches_by_key(tiny, tmp_path, monkeypatch):
+    """Machine A finishes the 4 stages into MLflow (real sqlite store; the stages are not trained, they
+    write a prediction table); machine B, with a changed logconf, restores 3 and computes the 4th."""
+    from harness.mlflow_tracking import default_uri
+    from harness.runner import run_stages
+    from harness.store import StageStore
+    from harness.tracking import make_tracker
+
+    def fake(store, ran):
+        def execute(stage, sink):
+            ran.append(stage.slug)
+            store.begin(stage.key, stage.identity)
+            store.write_table(stage.key, "predictions_test", pd.DataFrame({"id": ["a"], "hard_label": [1]}))
+            return {"test_acc": 0.5 + 0.1 * (stage.kind == "gt"), "weak_acc": 0.6, "steps": 1}
+        return execute
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ma = load(tiny)
+    plan_a, store_a, ran_a = build_plan(ma), StageStore(ma.output.dir), []
+    tracker = make_tracker(ma, None, enabled=True)
+    tracker.start(ma, plan_a, tiny)
+    run_stages(plan_a, store_a, tracker, fake(store_a, ran_a), echo=lambda *_: None)
+    tracker.finish({}, tmp_path, ok=True)
+    assert len(ran_a) == 4
+
+    monkeypatch.setitem(losses.LOSSES, "logconf", other_logconf)
+    mb = load(tiny, [f"output.dir={tmp_path / 'machine_b'}"])
+    plan_b, store_b, ran_b, said = build_plan(mb), StageStore(mb.output.dir), [], []
+    tracker_b = make_tracker(mb, default_uri(ma), enabled=True)
+    tracker_b.start(mb, plan_b, tiny)
+    run_stages(plan_b, store_b, tracker_b, fake(store_b, ran_b), echo=said.append)
+    tracker_b.finish({}, tmp_path, ok=True)
+    assert ran_b == ["transfer tiny-gpt2->tiny-bert logconf s0"]
+    assert sum("fetched from the tracking server" in s for s in said) == 3
+    assert all(store_b.is_done(s.key) for s in plan_b)
+
+
+@pytest.mark.parametrize("module", ["harness.protocol", "harness.train"])
+def test_protocol_modules_are_in_every_stage_identity(tiny, module):
+    from harness.code_identity import PROTOCOL_MODULES
+
+    assert module in PROTOCOL_MODULES
+    for s in build_plan(load(tiny)):
+        assert set(s.identity["code"]) == {"version", "protocol", "data", "formatter", "model", "loss"}
