@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .data import DATASETS
+from .lora import LoraConfig, problems as lora_problems
 from .losses import LOSS_DEFAULTS, LOSSES
 from .models import MODELS, POOLINGS, is_local
 
@@ -70,6 +71,7 @@ class TrainFields(Strict):
     head_init: Literal["zero", "normal"] | None = Field(None, description="zero = the reference")
     dropout: bool | None = Field(None, description="train with dropout (reference: off)")
     gradient_checkpointing: bool | None = None
+    lora: LoraConfig | None = Field(None, description="LoRA adapters {r, alpha, dropout, target_modules} (harness.lora); identity. Per model it replaces the train: one")
 
 
 TRAIN_DEFAULTS = dict(batch_size=32, micro_batch=8, epochs=2.0, lr_schedule="cosine_anneal", dtype="float32",
@@ -141,9 +143,9 @@ class LossConfig(Strict):
 
 PROFILES = {  # every numerics-affecting quirk at once (REFERENCE.md §11)
     "reference": dict(pooling="nonzero_count", logconf_warmup="reference", sampling="head",
-                      overlength="drop", ceiling_half="weak_half", precision="reference"),
+                      overlength="drop", ceiling_half="weak_half", precision="reference", dedup="none"),
     "fixed": dict(pooling="attention_mask", logconf_warmup="linear", sampling="random",
-                  overlength="drop", ceiling_half="student_half", precision="mixed"),
+                  overlength="drop", ceiling_half="student_half", precision="mixed", dedup="text"),
 }
 
 
@@ -155,6 +157,7 @@ class Fidelity(Strict):
     overlength: Literal["drop", "truncate"] | None = Field(None, description="Q12")
     ceiling_half: Literal["weak_half", "student_half"] | None = Field(None, description="Q14")
     precision: Literal["reference", "mixed"] | None = Field(None, description="Q9: pure low-precision weights + Adam, or fp32 master weights with autocast")
+    dedup: Literal["none", "text"] | None = Field(None, description="text = each formatted text used once: repeats dropped from training, test texts seen in training dropped from test; none = the reference (overlap counted and logged)")
 
     def resolved(self) -> dict[str, str]:
         base = dict(PROFILES[self.profile])
@@ -177,7 +180,7 @@ class Manifest(Strict):
     dataset: DataConfig
     models: list[ModelConfig] = Field(min_length=1, description="the ladder, weakest first")
     train: TrainFields = Field(default_factory=TrainFields)
-    pairs: Literal["all"] | list[tuple[str, str]] = Field("all", description="`all` (every weak<strong in ladder order) or [[weak, strong], ...] by model name")
+    pairs: Literal["all", "strictly_stronger", "with_self"] | list[tuple[str, str]] = Field("all", description="`all` = `strictly_stronger` (every weak<strong in ladder order); `with_self` adds the reference sweep's self-pairs (weak = strong, i <= j; their PGR is NaN under ceiling_half=weak_half); or [[weak, strong], ...] by model name")
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")], min_length=1)
     gt_loss: LossConfig = Field(default_factory=lambda: LossConfig(name="xent"), description="loss of ground-truth stages (Q4: always xent unless set here)")
     seeds: list[int] = Field([0], min_length=1)
@@ -220,7 +223,7 @@ class Manifest(Strict):
         # Every cross-field problem is collected, each with its own location (see Problems).
         problems: list[tuple[tuple, str]] = []
         labels = [m.label for m in self.models]
-        if self.pairs != "all":
+        if isinstance(self.pairs, list):
             for k, (weak, strong) in enumerate(self.pairs):
                 unknown = [m for m in (weak, strong) if m not in labels]
                 for m in unknown:
@@ -250,6 +253,7 @@ class Manifest(Strict):
                 continue
             from .zero import resource_problems   # no deepspeed import: arithmetic and allow-list only
             problems += [p for p in resource_problems(self, i, m, t) if all(p[0] != seen for seen, _ in problems)]
+            problems += lora_problems(self, i, m, t)
         if problems:
             raise Problems(problems)
         return self
@@ -259,7 +263,8 @@ class Manifest(Strict):
         out = dict(TRAIN_DEFAULTS)
         entry = MODELS.get(m.id)
         if entry:
-            out.update(lr=entry.lr, optimizer=entry.optimizer, eval_batch=entry.eval_batch)
+            out.update(lr=entry.lr, optimizer=entry.optimizer, eval_batch=entry.eval_batch,
+                       gradient_checkpointing=entry.grad_ckpt)   # the table's "grad ckpt" column
         out.update({k: v for k, v in self.train.model_dump().items() if v is not None})
         out.update({k: v for k, v in m.model_dump(include=set(TrainFields.model_fields)).items() if v is not None})
         out.setdefault("lr", 5e-5)
@@ -285,8 +290,9 @@ class Manifest(Strict):
 
     def pairs_list(self) -> list[tuple[str, str]]:
         labels = [m.label for m in self.models]
-        if self.pairs == "all":
-            return [(w, s) for i, w in enumerate(labels) for s in labels[i + 1:]]
+        if self.pairs in ("all", "strictly_stronger", "with_self"):   # sweep.py: i <= j with self-pairs
+            first = 0 if self.pairs == "with_self" else 1
+            return [(w, s) for i, w in enumerate(labels) for s in labels[i + first:]]
         return [tuple(p) for p in self.pairs]
 
     def select_models(self, labels: list[str]) -> "Manifest":
@@ -296,7 +302,7 @@ class Manifest(Strict):
             raise ManifestError([f"--models: unknown model name(s) {unknown}; names: {[m.label for m in self.models]}"])
         raw = self.model_dump(exclude_unset=True)
         raw["models"] = [m.model_dump(exclude_unset=True) for m in self.models if m.label in labels]
-        if self.pairs != "all":
+        if isinstance(self.pairs, list):
             raw["pairs"] = [p for p in self.pairs if p[0] in labels and p[1] in labels]
         return Manifest.model_validate(raw)
 
@@ -323,8 +329,12 @@ def lint(m: Manifest) -> list[str]:
         out.append(f"gt_loss is {m.gt_loss.name!r}: ground-truth baselines are not plain xent (Q4)")
     for mc in m.models:
         t = m.resolved_train(mc)
-        if t["lr"] != (MODELS[mc.id].lr if mc.id in MODELS else t["lr"]) and t["batch_size"] != 32:
-            out.append(f"{mc.label}: learning rates were tuned at batch 32 in the reference")
+        if mc.lr is None and m.train.lr is None and t["batch_size"] != 32:   # train_simple.py asserts this
+            out.append(f"{mc.label}: lr is the default ({t['lr']:g}) but batch_size is {t['batch_size']}; the reference "
+                       f"requires batch_size 32 with a default lr (its learning rates were tuned at batch 32): set lr")
+        if t["optimizer"] == "adafactor":
+            out.append(f"{mc.label}: adafactor uses relative step sizes as the reference's (lr {t['lr']:g} and "
+                       f"lr_schedule have no effect)")
         if mc.id not in MODELS and not mc.revision and not is_local(mc.id):
             out.append(f"{mc.label}: no revision pinned for {mc.id}; the resolved commit is recorded, but the run may drift")
     return out

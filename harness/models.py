@@ -166,12 +166,35 @@ def _disable_dropout(config) -> None:
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Families whose loading needs special cases live in their own module, dispatched by model_type; that
+# module may define load_backbone(model_id, revision, config, dtype, trust_remote_code) and
+# prepare_tokenizer(tok). Every other family takes the plain AutoModel / AutoTokenizer path.
+FAMILY_MODULES = {"qwen": "harness.qwen1"}     # Qwen-1: the hub's remote code under transformers 5
+
+
+def family_module(model_type: str | None):
+    import importlib
+
+    name = FAMILY_MODULES.get(model_type or "")
+    return importlib.import_module(name) if name else None
+
+
+def _model_type(model_id: str, revision: str | None, trust_remote_code: bool) -> str | None:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code).model_type
+    except (OSError, ValueError):      # a tokenizer-only folder: the plain path
+        return None
 
 
 def load_tokenizer(model_id: str, revision: str | None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    special = family_module(_model_type(model_id, revision, trust_remote_code))
+    if special is not None and hasattr(special, "prepare_tokenizer"):
+        tok = special.prepare_tokenizer(tok)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
@@ -198,8 +221,12 @@ def load_classifier(model_id: str, revision: str | None, dtype: str, pooling: st
     if not dropout:
         _disable_dropout(config)
     torch_dtype = DTYPES[dtype]
-    backbone = AutoModel.from_pretrained(model_id, revision=revision, config=config, dtype=torch_dtype,
-                                         trust_remote_code=trust_remote_code)
+    special = family_module(config.model_type)
+    if special is not None and hasattr(special, "load_backbone"):
+        backbone = special.load_backbone(model_id, revision, config, torch_dtype, trust_remote_code)
+    else:
+        backbone = AutoModel.from_pretrained(model_id, revision=revision, config=config, dtype=torch_dtype,
+                                             trust_remote_code=trust_remote_code)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
     default = decoder_pooling if fam.kind == "decoder" else DEFAULT_POOLING[fam.kind]
     with _zero3_init():   # the head is partitioned like the backbone; init_head gathers it to initialise

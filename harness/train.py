@@ -138,6 +138,30 @@ class W2STrainer(Trainer):
             self._acc = [0, 0]
         super().log(logs, *args, **kw)
 
+    # Adafactor as the reference's `torch_optimizer.Adafactor(params, lr)` (Qwen-72B): relative step size
+    # and parameter scaling, so `lr` and the lr schedule have no effect. HF's own "adafactor" (relative_step
+    # off, lr scheduled) would be a different optimizer. transformers' Adafactor is the same fairseq
+    # algorithm; AdafactorSchedule only reports the step size it picks.
+    def create_optimizer(self, model=None):
+        if self.args.optim != "adafactor" or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from transformers.optimization import Adafactor
+
+        params = [p for p in (model or self.model).parameters() if p.requires_grad]
+        self.optimizer = Adafactor(params, lr=None, relative_step=True, scale_parameter=True, warmup_init=False)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.args.optim != "adafactor" or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from transformers.optimization import Adafactor, AdafactorSchedule
+
+        opt = optimizer or self.optimizer
+        while not isinstance(opt, Adafactor) and hasattr(opt, "optimizer"):   # accelerate / DeepSpeed wrappers
+            opt = opt.optimizer
+        self.lr_scheduler = AdafactorSchedule(opt)
+        return self.lr_scheduler
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -151,6 +175,10 @@ def training_args(out_dir: Path, t: dict, seed: int, nsteps: int, world_size: in
     accum = t["batch_size"] // (t["micro_batch"] * world_size)
     mixed = precision == "mixed" and t["dtype"] != "float32"
     optim = "adafactor" if t["optimizer"] == "adafactor" else ("adamw_torch_fused" if cuda else "adamw_torch")
+    if optim == "adafactor" and deepspeed and "optimizer" in deepspeed:
+        raise ValueError("optimizer adafactor (the reference's, for Qwen-72B) cannot run with ZeRO-Offload: DeepSpeed's "
+                         "config brings its own optimizer (CPU AdamW), which would silently replace Adafactor; set "
+                         "resources.offload_optimizer: none for this model, or train it with optimizer: adam")
     return TrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=t["micro_batch"],
         gradient_accumulation_steps=max(1, accum), per_device_eval_batch_size=t["eval_batch"],
