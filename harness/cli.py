@@ -118,6 +118,10 @@ def plan(file, overrides, models, check):
 
     for mc in m.models:
         con.print(f"resources {mc.label}: {describe(resolve(m, mc))}")
+    from .lora import describe as trainable   # built on the meta device from the config: no weights read
+
+    for mc in m.models:
+        con.print(f"trainable {mc.label}: {trainable(m, mc)}")
     if check and missing:
         sys.exit(3)
 

@@ -27,6 +27,7 @@ from .data.splits import Splits, make_splits, text_hash
 from .envinfo import versions
 from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items, fresh_head
 from .manifest import Manifest
+from .lora import apply_lora
 from .metrics import accuracy, auroc
 from .models import load_classifier, load_tokenizer
 from .plan import Stage, build_plan
@@ -122,9 +123,11 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     if ds:
         _ = args.device     # sets up the process group before zero.Init
     def load():
-        return load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling, decoder_pooling,
-                               t["linear_probe"], t["head_init"], t["dropout"], head_fp32=mixed,
-                               trust_remote_code=remote)
+        model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
+                                             decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
+                                             head_fp32=mixed, trust_remote_code=remote)
+        # train.lora: adapters into the built backbone; only they and the head train (harness.lora)
+        return apply_lora(model, t.get("lora"), stage.seed, t["gradient_checkpointing"]), fam, commit
     # A probe never changes its backbone: keep it loaded for the next stage of the same model.
     probe_key = (hub_id, revision, mixed, t["dtype"], mc.pooling, decoder_pooling, remote)
     if t["linear_probe"] and not ds:
