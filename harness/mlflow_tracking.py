@@ -24,10 +24,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
-from .store import sha256_file
+from .mlflow_lineage import DIGEST_LEN, log_weak_labels  # noqa: F401 - DIGEST_LEN: public name
+from .mlflow_restore import NAMED_TABLES
+from .mlflow_store import StoreBroken, default_uri, embedded_dir  # noqa: F401 - public names
 from .tracking import NullTracker, TrackingError
 
 # A client aimed at a dead server retries for ~4 minutes by default; a few seconds is enough here.
@@ -37,18 +38,8 @@ for _k, _v in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFL
     os.environ.setdefault(_k, _v)
 
 PARAM_MAX = 6000                     # MLflow's limit on a param value
-DIGEST_LEN = 32                      # the datasets table's digest column holds 36 characters
-NAMED_TABLES = {"predictions_test.parquet": "predictions", "weak_labels.parquet": "weak_labels"}
 SKIP = {"done.json", "trainer"}      # done.json is written last by restore; trainer/ is scratch
 PROBE_TIMEOUT_S = 5
-
-
-def default_uri(manifest) -> str:
-    return "sqlite:///" + str(embedded_dir(manifest.output.dir) / "mlflow.db")
-
-
-def embedded_dir(output_dir) -> Path:
-    return Path(output_dir).expanduser().resolve() / "mlflow"
 
 
 def resolve_uri(manifest, uri: str | None = None) -> str:
@@ -120,11 +111,12 @@ class MlflowTracker(NullTracker):
     # -- setup ------------------------------------------------------------------------------------
     def start(self, manifest, plan, manifest_path: Path | None = None) -> None:
         probe(self.uri)
-        if self.embedded:
-            embedded_dir(manifest.output.dir).mkdir(parents=True, exist_ok=True)
         try:
+            if self.embedded:   # created atomically, checked, relocated if the output dir moved (mlflow_store)
+                from .mlflow_store import ensure
+                ensure(embedded_dir(manifest.output.dir))
             self._start(manifest, plan, manifest_path)
-        except TrackingError:
+        except TrackingError:               # StoreBroken too: its message says what to run
             raise
         except Exception as e:  # noqa: BLE001 - any MLflow/transport error means: do not start training blind
             raise TrackingError(f"MLflow tracking at {self.uri} failed before training: {type(e).__name__}: {e}. "
@@ -136,6 +128,7 @@ class MlflowTracker(NullTracker):
         from mlflow import MlflowClient
 
         from . import __version__
+        from . import mlflow_experiment as ex
         from .envinfo import git_commit
 
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would make the next tracker in
@@ -145,15 +138,8 @@ class MlflowTracker(NullTracker):
         if exported is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         self.client = MlflowClient(self.uri)
-        exp = self.client.get_experiment_by_name(manifest.name)
-        if exp is None:
-            loc = (embedded_dir(manifest.output.dir) / "artifacts").as_uri() if self.embedded else None
-            try:
-                self.exp_id = self.client.create_experiment(manifest.name, artifact_location=loc)
-            except mlflow.exceptions.MlflowException:   # created concurrently by another machine
-                self.exp_id = self.client.get_experiment_by_name(manifest.name).experiment_id
-        else:
-            self.exp_id = exp.experiment_id
+        loc = (embedded_dir(manifest.output.dir) / "artifacts").as_uri() if self.embedded else None
+        self.exp_id = ex.ensure_experiment(self.client, manifest.name, loc)
         self.common_tags = {"w2s.harness_version": __version__, "w2s.host": socket.gethostname(),
                             "w2s.manifest": manifest.name, "w2s.dataset": manifest.dataset.name}
         commit = git_commit()
@@ -163,8 +149,13 @@ class MlflowTracker(NullTracker):
             self.common_tags["w2s.image_digest"] = _image_digest()
         run = self.client.create_run(self.exp_id, run_name=f"{manifest.name} ({len(plan)} stages)", tags={
             **self.common_tags, "w2s.role": "parent", "w2s.n_stages": str(len(plan)),
-            "w2s.manifest_path": str(manifest_path or ""), "w2s.output_dir": str(manifest.output.dir)})
+            "w2s.manifest_path": str(manifest_path or ""), "w2s.output_dir": str(manifest.output.dir),
+            **ex.liveness_tags(),
+            ex.NOTE_TAG: ex.describe(manifest, plan, Path(manifest.output.dir) / manifest.name, manifest_path)})
         self.parent_id = run.info.run_id
+        self._describe = (manifest, plan, manifest_path)
+        ex.mark_killed(self.client, self.exp_id, by_run=self.parent_id)
+        ex.set_view(self.client, self.exp_id, self.parent_id)
         from mlflow.entities import Param
         ident = manifest.model_dump(mode="json", exclude={"output", "tracking"})
         params = [Param(k, v) for k, v in flatten(ident).items()]
@@ -303,76 +294,20 @@ class MlflowTracker(NullTracker):
                 else:
                     shutil.copy2(f, small / f.name)
             self.client.log_artifacts(rid, str(small), "stage")
-        self._log_weak_labels(stage, rid, d)
+        log_weak_labels(self, stage, rid, d)
         self.client.set_tag(rid, "w2s.complete", "true")        # last: restore trusts only complete runs
         self.client.set_terminated(rid, "FINISHED")
-
-    def _log_weak_labels(self, stage, rid: str, d: Path) -> None:
-        """Weak labels as an MLflow dataset with a full-content digest: the teacher logs the labels it made,
-        the student logs the same dataset (same name and digest) as its training input: lineage."""
-        if stage.kind == "gt" and (d / "weak_labels.parquet").exists():
-            path, producer, context = d / "weak_labels.parquet", rid, "weak_labels_produced"
-        elif stage.kind == "transfer" and stage.teacher:
-            path, context = d.parent / stage.teacher[:16] / "weak_labels.parquet", "training"
-            if not path.exists():
-                return
-            producer = self._runs.get(stage.teacher)
-            if producer is None:
-                teacher_run = self._find(stage.teacher)
-                producer = teacher_run.info.run_id if teacher_run else None
-        else:
-            return
-        import mlflow.data
-        import pandas as pd
-        from mlflow.entities import DatasetInput, InputTag, RunTag
-
-        sha = sha256_file(path)
-        df = pd.read_parquet(path, columns=["id", "text_hash", "soft_label", "hard_label"])
-        source = run_artifact_source(f"runs:/{producer}/weak_labels/weak_labels.parquet" if producer else str(path))
-        teacher_model = stage.model if stage.kind == "gt" else stage.weak
-        with warnings.catch_warnings():     # schema inference warns about integer columns: not a model input
-            warnings.simplefilter("ignore")
-            ds = mlflow.data.from_pandas(df, source=source, name=f"weak_labels.{teacher_model}.s{stage.seed}",
-                                         digest=sha[:DIGEST_LEN])
-            entity = ds._to_mlflow_entity()
-        self.client.log_inputs(rid, datasets=[DatasetInput(entity, tags=[
-            InputTag("mlflow.data.context", context), InputTag("w2s.sha256", sha)])])
-        self.client.log_batch(rid, tags=[RunTag("w2s.weak_labels.sha256", sha)])
 
     # -- the server as a stage cache ----------------------------------------------------------------
     def restore(self, stage, store) -> bool:
         if self.offline or self.client is None:
             return False
-        got = self._guard(self._restore, stage, store)
-        return bool(got)
-
-    def _restore(self, stage, store) -> bool:
-        run = self._find(stage.key, complete_only=True)
-        if run is None:
-            return False
-        rid = run.info.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            have = {a.path for a in self.client.list_artifacts(rid)}
-            for folder in ["stage", *sorted(set(NAMED_TABLES.values()))]:
-                if folder in have:
-                    self.client.download_artifacts(rid, folder, tmp)
-            info = json.loads((Path(tmp) / "stage" / "stage.json").read_text())
-            if info.get("key") != stage.key:
-                raise RuntimeError(f"run {rid} holds stage {info.get('key')}, not {stage.key}")
-            d = store.dir(stage.key)
-            if d.exists():
-                shutil.rmtree(d)            # leftovers of a killed local attempt
-            d.mkdir(parents=True)
-            for f in Path(tmp).rglob("*"):
-                if f.is_file() and f.name != "done.json":
-                    shutil.copy2(f, d / f.name)
-        metrics = json.loads((d / "metrics.json").read_text())
-        store.finish(stage.key, metrics)    # done.json last: a crash mid-copy leaves the stage not done
-        self._runs[stage.key] = rid
-        return True
+        from .mlflow_restore import restore
+        return bool(self._guard(restore, self, stage, store))
 
     # -- the parent run -----------------------------------------------------------------------------
-    def finish(self, tables: dict, results_dir: Path, ok: bool = True) -> None:
+    def record(self, tables: dict, results_dir: Path, ok: bool = True) -> None:
+        """Called by NullTracker.finish once the report is built (harness.tracking)."""
         if self.parent_id:
             self._guard(self._finish, tables, Path(results_dir), ok)
 
@@ -387,8 +322,9 @@ class MlflowTracker(NullTracker):
             if r["kind"] == "gt":
                 ms[metric_name("gt_acc", r["model"], r["half"], f"s{r['seed']}")] = r["test_acc"]
         for r in tables["summary"].to_dict("records"):
+            # an unresolved summary is NaN and not logged; the counts say why it is missing
             for col in ("median_pgr", "median_ci_low", "median_ci_high", "mean_pgr", "mean_ci_low", "mean_ci_high",
-                        "pgr_reference"):
+                        "pgr_reference", "pairs_resolved", "pairs_left_out"):
                 ms[metric_name(col, r["loss"])] = r[col]
         good = [Metric(k, float(v), now, 0) for k, v in ms.items()
                 if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))]
@@ -397,51 +333,8 @@ class MlflowTracker(NullTracker):
         for f in sorted(results_dir.glob("*")):
             if f.is_file():
                 self.client.log_artifact(self.parent_id, str(f), "results")
-        try:
-            from .report import build_report
-            rep = build_report(results_dir, results_dir / "report")
-            self.client.log_artifacts(self.parent_id, str(rep), "report")
-        except Exception as e:  # noqa: BLE001 - a plotting problem must not fail a finished sweep
-            print(f"warning: report not built: {type(e).__name__}: {e}", file=sys.stderr)
+        if (results_dir / "report").is_dir():
+            self.client.log_artifacts(self.parent_id, str(results_dir / "report"), "report")
+        from .mlflow_experiment import NOTE_TAG, describe
+        self.client.set_tag(self.parent_id, NOTE_TAG, describe(*self._describe[:2], results_dir, self._describe[2]))
         self.client.set_terminated(self.parent_id, "FINISHED" if ok else "FAILED")
-
-
-_SOURCE_CLS = None
-
-
-def run_artifact_source(uri: str):
-    """A dataset source naming the teacher run's artifact (`runs:/<run_id>/weak_labels/weak_labels.parquet`).
-    Built on first use so that importing this module does not import mlflow (the server probe comes first)."""
-    global _SOURCE_CLS
-    if _SOURCE_CLS is None:
-        from mlflow.data.dataset_source import DatasetSource
-
-        class RunArtifactSource(DatasetSource):
-            def __init__(self, uri: str):
-                self.uri = uri
-
-            @staticmethod
-            def _get_source_type() -> str:
-                return "mlflow_run_artifact"
-
-            def load(self, dst_path=None) -> str:
-                import mlflow.artifacts
-                return mlflow.artifacts.download_artifacts(self.uri, dst_path=dst_path)
-
-            @staticmethod
-            def _can_resolve(raw_source) -> bool:
-                return False
-
-            @classmethod
-            def _resolve(cls, raw_source):
-                return cls(str(raw_source))
-
-            def to_dict(self) -> dict:
-                return {"uri": self.uri}
-
-            @classmethod
-            def from_dict(cls, source_dict: dict):
-                return cls(source_dict["uri"])
-
-        _SOURCE_CLS = RunArtifactSource
-    return _SOURCE_CLS(uri)

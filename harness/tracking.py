@@ -25,7 +25,25 @@ class NullTracker:
         pass
 
     def finish(self, tables: dict, results_dir: Path, ok: bool = True) -> None:
+        """The report into <results_dir>/report (with or without tracking), then `record` it."""
+        build_report_quietly(Path(results_dir))
+        self.record(tables, Path(results_dir), ok)
+
+    def record(self, tables: dict, results_dir: Path, ok: bool = True) -> None:
         pass
+
+
+def build_report_quietly(results_dir: Path) -> None:
+    """A plotting problem must not fail a finished sweep: warn and go on."""
+    if not (results_dir / "stages.csv").exists():
+        return
+    try:
+        from .report import build_report
+
+        build_report(results_dir, results_dir / "report")
+    except Exception as e:  # noqa: BLE001
+        import sys
+        print(f"warning: report not built: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def make_tracker(manifest, uri: str | None = None, enabled: bool | None = None):
