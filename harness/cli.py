@@ -88,7 +88,7 @@ def plan(file, overrides, models, check):
     from rich.table import Table
 
     from .plan import estimate
-    from .store import StageStore
+    from .store import StageStore, corrupt
 
     m = _load(file, overrides, models)
     if getattr(m, "is_vision", False):     # vision/cli.py: same stage store, tracker and results tables
@@ -100,15 +100,19 @@ def plan(file, overrides, models, check):
     for col in ("key", "stage", "roles", "needs", "status", "≈PFLOP"):
         table.add_column(col)
     total, cached = 0.0, 0
+    bad = corrupt(stages, store)     # files that do not match done.json (and their dependants): rerun
     for s in stages:
-        done = store.is_done(s.key)
+        done = store.is_done(s.key) and s.key not in bad
         cached += done
         est = estimate(m, s)
         total += (est["pflop"] or 0) if not done else 0
         table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12],
-                      "cached" if done else "to run", f"{est['pflop']:.3g}" if est["pflop"] else "?")
+                      "cached" if done else "corrupt: rerun" if s.key in bad else "to run",
+                      f"{est['pflop']:.3g}" if est["pflop"] else "?")
     con = _console()
     con.print(table)
+    for s in (s for s in stages if s.key in bad):
+        con.print(f"corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; `w2s run` recomputes it")
     missing = preflight.problems(m) if cached < len(stages) else []
     for p in missing:
         con.print(f"[red]cannot run here:[/red] {p}")
@@ -170,6 +174,7 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     tracker = start_run(m, file, stages, preflight.problems, only, tracking_uri, no_tracking)
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import protocol, results
+    from .data import DataError
     from .store import StageStore
 
     con = _console()
@@ -177,10 +182,14 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     try:
         protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
         ok = True
+    except DataError as e:     # names the file, row and field; raised before the stage trains
+        click.echo(f"error: {e}", err=True)
     finally:
         tables = results.collect(m, stages, StageStore(m.output.dir))
         out = results.write(m, tables, Path(m.output.dir) / m.name)
         tracker.finish(tables, out, ok=ok)
+    if not ok:      # only a DataError gets here (anything else propagates): bad input, exit 2
+        sys.exit(2)
     results.render(tables, con)
     con.print(f"results: {out}/")
 
@@ -191,10 +200,15 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
 def results(file, overrides):
     """Print the results table of a manifest's finished stages (nothing is computed)."""
     from . import results as res
-    from .store import StageStore
+    from .store import StageStore, corrupt
 
     m = _load(file, overrides)
-    tables = res.collect(m, _plan(m, file), StageStore(m.output.dir))
+    stages, store = _plan(m, file), StageStore(m.output.dir)
+    bad = corrupt(stages, store)
+    for s in (s for s in stages if s.key in bad):
+        click.echo(f"warning: corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; left out of the table, "
+                   f"`w2s run` recomputes it", err=True)
+    tables = res.collect(m, stages, store)
     res.render(tables, _console())
 
 
@@ -250,6 +264,8 @@ def _register_optional_commands():
 
 
 _register_optional_commands()
+from .cli_store import store as _store   # noqa: E402  (`w2s store check|repair`: the embedded MLflow store)
+main.add_command(_store)
 from .reference_cli import reference as _reference   # noqa: E402  (`w2s reference ...`: the reference's command lines)
 main.add_command(_reference)
 

@@ -14,6 +14,7 @@ from .data import DATASETS, fingerprint
 from .losses import resolve_params
 from .manifest import Manifest, ModelConfig
 from .models import MODELS, is_local
+from .code_identity import stage_code
 from .store import content_key
 
 
@@ -47,7 +48,7 @@ def data_identity(m: Manifest) -> dict:
     return {"name": d.name, "revision": d.revision or spec.revision, "bytes": fingerprint(spec, splits, d.source, d.revision),
             "n_docs": d.n_docs, "n_test_docs": d.n_test_docs, "max_ctx": d.max_ctx,
             "splits": d.splits.model_dump(), "cut_seed": d.cut_seed if d.splits.test == "cut" else None,
-            "sampling": d.sampling or fid["sampling"], "overlength": fid["overlength"]}
+            "sampling": d.sampling or fid["sampling"], "overlength": fid["overlength"], "dedup": fid["dedup"]}
 
 
 def model_identity(m: Manifest, mc: ModelConfig) -> dict:
@@ -89,7 +90,7 @@ def build_plan(m: Manifest) -> list[Stage]:
 
     def gt(label: str, seed: int, half: str, role: str) -> Stage:
         ident = {"kind": "gt", "half": half, "model": models[label], "data": data, "seed": seed,
-                 "loss": gt_loss, "harness": __version__}
+                 "loss": gt_loss, "harness": __version__, "code": stage_code(m.dataset.name, gt_loss["name"])}
         key = content_key(ident)
         st = stages.setdefault(key, Stage(key, "gt", label, seed, half, gt_loss, ident))
         if role not in st.roles:
@@ -110,7 +111,8 @@ def build_plan(m: Manifest) -> list[Stage]:
             for lc in m.losses:
                 loss = {"name": lc.name, "params": resolve_params(lc.name, lc.params, warmup)}
                 ident = {"kind": "transfer", "model": models[strong], "data": data, "seed": seed,
-                         "loss": loss, "teacher": teacher.key, "harness": __version__}
+                         "loss": loss, "teacher": teacher.key, "harness": __version__,
+                         "code": stage_code(m.dataset.name, lc.name)}   # docs/caching.md
                 order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
                                    weak=weak, teacher=teacher.key))
     return order

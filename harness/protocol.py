@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from transformers import set_seed
 
-from .data.splits import Splits, make_splits, text_hash
+from .data.splits import Splits, splits_for, text_hash
 from .envinfo import versions
 from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items, fresh_head
 from .manifest import Manifest
@@ -49,11 +49,10 @@ def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = ()
     splits: dict[int, Splits] = {}
 
     def execute(stage: Stage, sink) -> dict:
+        if stage.seed not in splits:     # also before a launch: bad data is a DataError here, not in a worker
+            splits[stage.seed] = splits_for(m, stage.seed)
         if launch.launched(m, stage):    # resources.launcher: a multi-process worker trains the stage
             return launch.run_stage(m, stage, store, sink, echo=echo)
-        if stage.seed not in splits:
-            splits[stage.seed] = make_splits(m.dataset.model_copy(
-                update={"sampling": m.dataset.sampling or m.fidelity.resolved()["sampling"]}), stage.seed)
         return (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
 
     run_stages(plan, store, tracker, execute, force=force, only=only, shard=shard, echo=echo)
@@ -66,6 +65,8 @@ def ground_truth(m: Manifest, stage: Stage, splits: Splits, store: StageStore, s
     rows = splits.part(stage.half)
     label_rows = splits.train2 if stage.half == "train1" else []
     out = fine_tune(m, stage, rows, splits.test, label_rows, store, sink)
+    # texts dropped / still overlapping (fidelity.dedup): numbers, so that MLflow shows them as metrics
+    out.update({f"dedup_{k}": v for k, v in splits.info.get("dedup", {}).items() if k != "mode"})
     if stage.half == "train1":
         kept, probs = out.pop("labelled")
         store.write_table(stage.key, "weak_labels", label_table(kept, probs, with_text=True))
