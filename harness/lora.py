@@ -96,7 +96,7 @@ def count(model) -> dict:
 
 def describe(m, mc) -> str:
     """`w2s plan`: trainable parameters of one model, built on the meta device from its config (no
-    weights are read); `?` when the config is not available offline."""
+    weights are read); `?` when the config is not in the local cache."""
     t = m.resolved_train(mc)
     hub_id, revision = m.hub_id(mc)
     try:
@@ -105,7 +105,9 @@ def describe(m, mc) -> str:
 
         from .models import W2SClassifier
 
-        config = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=m.trust_remote_code(mc))
+        # local_files_only: `plan` never waits on the hub (offline, its retries take minutes); the cache suffices
+        config = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=m.trust_remote_code(mc),
+                                            local_files_only=True)
         with torch.device("meta"):
             backbone = AutoModel.from_config(config, trust_remote_code=m.trust_remote_code(mc))
             hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")

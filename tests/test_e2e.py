@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.store import StageStore
+
 from conftest import ROOT, W2S, w2s
 
 
@@ -82,6 +84,10 @@ def test_trainer_never_reads_ground_truth_from_weak_labels(tiny_run, tiny, tmp_p
     table = pd.read_parquet(teacher / "weak_labels.parquet")
     table["analysis_gt_label"] = 1 - table["analysis_gt_label"]
     table.to_parquet(teacher / "weak_labels.parquet", index=False)
+    # a deliberate edit, not corruption: seal the teacher again so the integrity check accepts its files
+    store = StageStore(teacher.parent.parent)
+    key = json.loads((teacher / "done.json").read_text())["key"]
+    store.finish(key, store.metrics(key))
     students = [k[:16] for k in plan_keys(tiny, kind="transfer")]
     rerun = w2s("run", tiny, "--no-tracking", "--force", *[a for k in students for a in ("--only", k)])
     assert rerun.stdout.count(": running") == 2
