@@ -233,7 +233,8 @@ def start_run(m, file, stages, problems, only, tracking_uri, no_tracking):
     """What every `w2s run` (language or vision) does before any compute: refuse what this machine
     cannot run (exit 3), check --only (exit 2), and start the tracker (exit 3 if it is unreachable)."""
     from .store import StageStore
-    from .tracking import TrackingError, make_tracker
+    from .trackers import make_tracker
+    from .tracking import TrackingError
 
     if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
         missing = problems(m)

@@ -118,7 +118,7 @@ def test_tracking_server_restore_matches_by_key(tiny, tmp_path, monkeypatch):
     from harness.mlflow_tracking import default_uri
     from harness.runner import run_stages
     from harness.store import StageStore
-    from harness.tracking import make_tracker
+    from harness.trackers import make_tracker
 
     def fake(store, ran):
         def execute(stage, sink):
