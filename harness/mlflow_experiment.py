@@ -96,7 +96,8 @@ def describe(manifest, plan, results_dir: str, manifest_path) -> str:
              f"seeds: {', '.join(map(str, seeds))}.",
              "",
              "Each stage is a child run (expand this row): `test_acc` on every stage, `pgr`, `weak_acc`, "
-             "`ceiling_acc` on transfer stages. The weak labels are the *Datasets* of each run.",
+             "`ceiling_acc` on transfer stages. The weak labels: the *Datasets* column of each student run, and "
+             "the artifact `weak_labels/weak_labels.parquet` of the supervisor's run.",
              "",
              f"Report: artifacts `report/report.md` (PGR table) and `report/*.png` (plots) of this run; on disk "
              f"`{results_dir}/report/report.md`. Tables: artifacts `results/` (pgr.csv, stages.csv, summary.csv). "
