@@ -105,6 +105,12 @@ def test_truncated_weak_labels_are_noticed_before_a_student_trains(tiny_run, tmp
                                         LOGCONF: "corrupt: rerun"}
     assert f"corrupt cache: {TEACHER} ({stages[TEACHER].key[:12]}): weak_labels.parquet" in plan.stdout
     assert f"corrupt cache: {LOGCONF} ({stages[LOGCONF].key[:12]}): its teacher" in plan.stdout
+    res = w2s("results", path, env={"COLUMNS": "200"})
+    no_traceback(res)
+    for slug in (TEACHER, LOGCONF):
+        assert f"corrupt cache: {slug} ({stages[slug].key[:12]})" in res.stderr
+    assert "logconf" not in res.stdout and "tiny-gpt2" not in res.stdout, "left out, as the warning says"
+    assert "tiny-bert" in res.stdout, "the ceiling is still shown"
 
     run = w2s("run", path, "--no-tracking")
     no_traceback(run)
@@ -117,6 +123,18 @@ def test_truncated_weak_labels_are_noticed_before_a_student_trains(tiny_run, tmp
     assert f"{CEILING}: cached" in run.stdout
     ours, ref = results(path), results(tiny_run)
     assert ours["pgr"] == ref["pgr"] and ours["stages"] == ref["stages"]
+
+
+def test_only_a_student_of_a_corrupt_teacher_is_a_clean_error(tiny_run, tmp_path):
+    """`--only <student>` cannot recompute the teacher it needs: exit 2 naming both, no traceback, nothing run."""
+    path = copy_run(tiny_run, tmp_path)
+    stages, store = plan_of(path), StageStore(tmp_path / "runs")
+    truncate(store.dir(stages[TEACHER].key) / "weak_labels.parquet")
+    proc = w2s("run", path, "--no-tracking", "--only", stages[XENT].key[:12], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert f"corrupt cache: {TEACHER} ({stages[TEACHER].key[:12]}" in proc.stdout
+    assert f"{XENT}: its teacher stage {stages[TEACHER].key[:12]} has not finished" in proc.stderr
+    assert f"--only {stages[TEACHER].key[:12]}" in proc.stderr and ": running" not in proc.stdout
 
 
 def test_each_kind_of_damage_has_its_own_reason(tiny_run, tmp_path):
