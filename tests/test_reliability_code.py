@@ -237,3 +237,22 @@ def test_probe_feature_cache_keys_on_the_model_code(tiny, monkeypatch):
     assert ident() == base
     monkeypatch.setitem(losses.LOSSES, "xent", flipped_xent)
     assert ident() == base, "the training loss does not change a frozen backbone's features"
+
+
+def test_lookup_tables_count_caches_do_not(tiny, monkeypatch):
+    """A module-level table of plain data that the code reads (the encoders' default pooling) is part of
+    the digest; a per-process cache (an underscore name filled while running) is not, or keys would
+    move in the middle of a run."""
+    from harness import models
+    from vision import features
+
+    base = keys(tiny)
+    monkeypatch.setitem(models.DEFAULT_POOLING, "encoder", "cls")
+    assert changed(base, keys(tiny)) == set(base), "every stage loads a model through this table"
+    monkeypatch.undo()
+    assert keys(tiny) == base
+    from harness.code_identity import code_digest
+
+    before = code_digest(features.outputs)
+    monkeypatch.setitem(features._MEMO, "some-key", object())
+    assert code_digest(features.outputs) == before
