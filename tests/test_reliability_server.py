@@ -37,7 +37,8 @@ def machine(path, out, uri, ran: list, said: list):
         store.begin(stage.key, stage.identity)
         store.write_table(stage.key, "predictions_test", pd.DataFrame({"id": ["a"], "hard_label": [1]}))
         if stage.kind == "gt" and stage.half == "train1":
-            store.write_table(stage.key, "weak_labels", pd.DataFrame({"id": ["b"], "soft_label": [[0.4, 0.6]]}))
+            store.write_table(stage.key, "weak_labels", pd.DataFrame({"id": ["b"], "text_hash": ["h"],
+                                                                      "soft_label": [[0.4, 0.6]], "hard_label": [1]}))
         return {"test_acc": 0.5 + 0.1 * (stage.kind == "gt"), "weak_acc": 0.6, "steps": 1}
 
     tracker = MlflowTracker(m, uri)
