@@ -170,10 +170,12 @@ def stage_code(dataset: str, loss: str) -> dict:
     from .losses import LOSSES
     from .models import load_classifier, load_tokenizer
 
+    from .lora import apply_lora
     from .models import FAMILY_MODULES
 
-    # family modules (harness.qwen1) are imported by name at load time: no name lookup reaches them
-    model = code_digest(load_classifier, load_tokenizer) + module_digest(*sorted(set(FAMILY_MODULES.values())))
+    # family modules (harness.qwen1) are imported by name at load time: no name lookup reaches them;
+    # the adapters (train.lora) are part of the model the protocol builds
+    model = code_digest(load_classifier, load_tokenizer, apply_lora) + module_digest(*sorted(set(FAMILY_MODULES.values())))
     return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
             "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
             "model": hashlib.sha256(model.encode()).hexdigest()[:16], "loss": code_digest(LOSSES[loss])}

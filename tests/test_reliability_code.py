@@ -251,6 +251,11 @@ def test_lookup_tables_count_caches_do_not(tiny, monkeypatch):
     assert changed(base, keys(tiny)) == set(base), "every stage loads a model through this table"
     monkeypatch.undo()
     assert keys(tiny) == base
+    from harness import lora
+
+    monkeypatch.setattr(lora, "default_targets", lambda config: ["c_attn"])    # where LoRA adapters go
+    assert changed(base, keys(tiny)) == set(base)
+    monkeypatch.undo()
     from harness.code_identity import code_digest
 
     before = code_digest(features.outputs)
