@@ -130,3 +130,19 @@ def test_paper_boolq_rehearses_end_to_end(rehearsal_env, tmp_path):
               "--out", tmp_path / "report", check=False, env=rehearsal_env)
     assert rep.returncode in (0, 1), rep.stderr
     assert "passed" in rep.stdout and (tmp_path / "report").exists()
+
+
+def test_check_names_each_stage_that_took_another_path():
+    from harness.rehearsal import check
+
+    want = {"launcher": "deepspeed", "zero_stage": 2, "optimizer": "adafactor", "grad_ckpt": True, "remote_code": True}
+    meta = {"models": {"Qwen-72B": {"intended": want}}}
+    ok = {"remote_code": True, "loader": "harness.qwen1.load_backbone", "deepspeed": True, "grad_ckpt": True,
+          "zero_stage": 2, "world_size": 2, "optimizer": "DeepSpeedOptimizerWrapper > DeepSpeedZeroOptimizer > Adafactor"}
+    assert check(meta, {"gt Qwen-72B train1 s0": ok}) == []
+    bad = {**ok, "loader": "transformers.AutoModel.from_pretrained", "grad_ckpt": False, "optimizer": "X > AdamW"}
+    problems = check(meta, {"transfer gpt2->Qwen-72B xent s0": bad})
+    assert len(problems) == 3 and all(p.startswith("transfer gpt2->Qwen-72B xent s0: ") for p in problems)
+    assert any("grad_ckpt was False, expected True" in p for p in problems)
+    assert any("optimizer was 'adam', expected 'adafactor'" in p for p in problems)
+    assert any("loader was 'transformers.AutoModel.from_pretrained'" in p for p in problems)
