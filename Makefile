@@ -78,18 +78,21 @@ REHEARSAL_MODELS_anthropic_hh := gpt2,gpt2-medium
 REHEARSAL_MODERN ?= Qwen2.5-0.5B,Qwen2.5-14B
 export REHEARSAL_MODELS_sciq REHEARSAL_MODELS_amazon_polarity REHEARSAL_MODELS_boolq REHEARSAL_MODELS_cosmos_qa REHEARSAL_MODELS_anthropic_hh
 reproduce-paper: install
-	@if [ -n "$(REHEARSAL)" ]; then set -e; start=$$(date +%s); echo "load before: $$(uptime)"; \
+ifneq ($(REHEARSAL),)
+	@set -e; start=$$(date +%s); echo "load before: $$(uptime)"; \
 	  for ds in $(DATASETS); do sub=REHEARSAL_MODELS_$$ds; \
 	    $(W2S) run experiments/paper/$$ds.yaml --rehearsal $$(m="$(MODELS)"; m=$${m:-$${!sub}}; [ -n "$$m" ] && echo --models $$m); \
 	    $(W2S) report runs-rehearsal/paper-$$ds-rehearsal --compare experiments/expected/$$ds.yaml || [ $$? -eq 1 ]; \
 	  done; echo "rehearsal of $(DATASETS): $$(( $$(date +%s) - start )) s; load after: $$(uptime)"; \
 	  $(if $(REHEARSAL_MODERN),$(W2S) run experiments/paper/modern-qwen25-sciq.yaml --rehearsal --models $(REHEARSAL_MODERN);) \
-	  echo "reproduce-paper REHEARSAL=1: $$(( $$(date +%s) - start )) s"; exit 0; fi
+	  echo "reproduce-paper REHEARSAL=1: $$(( $$(date +%s) - start )) s"
+else
 	@set -e; for ds in $(DATASETS); do \
 	  if [ -n "$(DRY_RUN)" ]; then $(W2S) plan experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)); \
 	  else $(PAPER_W2S) run experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)) && \
 	       $(W2S) report runs/paper-$$ds --compare experiments/expected/$$ds.yaml; fi; \
 	done
+endif
 
 # The offline tier: real encoders and real data on CPU, text and vision (see docs/results-offline.md).
 # SST-2 first (the showcase), then CIFAR-10, then the datasets these encoders cannot learn.
