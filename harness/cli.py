@@ -139,9 +139,13 @@ def plan(file, overrides, models, check):
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local sqlite store)")
 @click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
 @click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
-def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
+@click.option("--rehearsal", is_flag=True, help="tiny random stand-ins of the same architectures, small data, own output dir and experiment (docs/rehearsal.md)")
+def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, rehearsal):
     """Run the plan: every uncached stage, then the results table."""
     from .tracking import TrackingError
+
+    if rehearsal:    # the manifest as written, models and data swapped (harness.rehearsal); then the usual run
+        file, overrides, models, source = _rehearsal_manifest(file, overrides, models), (), None, file
 
     early = None if no_tracking else tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if early:   # a dead server is reported in seconds: before the manifest's imports load torch
@@ -189,7 +193,13 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
         tables = results.collect(m, stages, StageStore(m.output.dir))
         out = results.write(m, tables, Path(m.output.dir) / m.name)
         tracker.finish(tables, out, ok=ok)
-    if not ok:      # only those two get here (anything else propagates): bad input, exit 2
+        if rehearsal:
+            from .rehearsal import finish as rehearsal_finish
+            problems = rehearsal_finish(m, Path(file), stages, tracker, out)
+            for p in problems:
+                click.echo(f"error: rehearsal of {source}: {p}", err=True)
+            ok = ok and not problems
+    if not ok:      # only those two (or a failed rehearsal check) get here: exit 2
         sys.exit(2)
     results.render(tables, con)
     con.print(f"results: {out}/")
@@ -228,6 +238,20 @@ def schema_docs():
     from .schema_docs import render
 
     click.echo(render(), nl=False)
+
+
+def _rehearsal_manifest(file, overrides, models) -> str:
+    from .manifest import ManifestError
+    from .rehearsal import RehearsalError, prepare
+
+    try:
+        return str(prepare(file, overrides, models))
+    except ManifestError as e:
+        for p in e.problems:
+            click.echo(f"error: {p}", err=True)
+    except RehearsalError as e:
+        click.echo(f"error: {e}", err=True)
+    sys.exit(2)
 
 
 def start_run(m, file, stages, problems, only, tracking_uri, no_tracking):

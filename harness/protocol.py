@@ -31,6 +31,7 @@ from .lora import apply_lora
 from .metrics import accuracy, auroc
 from .models import load_classifier, load_tokenizer
 from .plan import Stage, build_plan
+from .rehearsal_trace import code_path
 from .runner import run_stages
 from .store import StageStore
 from . import launch, zero
@@ -179,6 +180,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
            "dropped_train": drop_train, "dropped_test": drop_test, "dropped_label": drop_label,
            "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t["batch_size"] / train_s, 2),
            "model_commit": commit, "pooling": pooling, "versions": versions()}
+    out["code_path"] = code_path(model, trainer)    # what really trained it (harness.rehearsal_trace)
     if label_rows:
         out["labelled"] = (label_kept, predict(trainer, label_items))
     del trainer, model
