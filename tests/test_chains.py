@@ -119,9 +119,27 @@ def test_chains_share_prefixes_shards_keep_them_whole_and_sub_ladders_drop_them(
 @pytest.fixture(scope="module")
 def chain_run(tiny_assets, tmp_path_factory) -> Path:
     path = manifest(tiny_assets, tmp_path_factory.mktemp("chain"))
-    first = w2s("run", path, "--no-tracking")
+    first = w2s("run", path, "--tracking-uri", f"sqlite:///{path.parent / 'mlflow.db'}")   # tracked, real MLflow
     assert first.stdout.count(": running") == 7, first.stdout
     return path
+
+
+def test_chain_stages_are_tracked_like_every_stage(chain_run):
+    from mlflow import MlflowClient
+
+    from harness.mlflow_tracking import flatten
+
+    c = MlflowClient(f"sqlite:///{chain_run.parent / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("chain")
+    runs = {r.data.tags["w2s.stage_key"]: r for r in c.search_runs([exp.experiment_id], "tags.`w2s.role` = 'stage'")}
+    steps = [s for s in build_plan(load(chain_run)) if s.kind == "chain"]
+    assert len(steps) == 2
+    for s in steps:
+        r = runs[s.key]
+        assert r.info.status == "FINISHED" and r.data.tags["w2s.stage_kind"] == "chain"
+        assert r.data.params == flatten(s.identity) and r.data.params["teacher"] == s.teacher
+        assert r.data.params["chain.step"] in ("1", "2")
+        assert {"test_acc", "weak_acc", "weak_label_acc", "agreement_test"} <= set(r.data.metrics)
 
 
 def test_chain_run_reports_steps_end_to_end_and_direct(chain_run):
