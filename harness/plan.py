@@ -4,6 +4,7 @@
   Needed for every model that is weak in some pair, and as the ceiling when ceiling_half=weak_half.
 - gt(model, seed, half=train2): the ceiling on the student half (ceiling_half=student_half).
 - transfer(weak -> strong, loss, seed): the student trains on gt(weak, seed, train1)'s weak labels.
+- chain(path -> model, loss, seed): a bootstrapping step (harness.chains); its teacher is the previous step.
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def estimate(m: Manifest, stage: Stage) -> dict:
     half = (m.dataset.n_docs + 1) // 2
     epochs = m.resolved_train(mc)["epochs"]
     tokens = min(m.dataset.max_ctx, 512) / 4
-    rows_train, rows_infer = half * epochs, m.dataset.n_test_docs + (half if stage.half == "train1" and stage.kind == "gt" else 0)
+    rows_train, rows_infer = half * epochs, m.dataset.n_test_docs + (half if (stage.half == "train1" and stage.kind == "gt") or stage.kind == "chain" else 0)
     if params is None:
         return {"params": None, "pflop": None}
     flop = 6 * params * rows_train * tokens + 2 * params * rows_infer * tokens
