@@ -200,8 +200,8 @@ def chain_plot(c: pd.DataFrame, title: str, path: Path) -> Path:
     for li, (loss, g) in enumerate(ff.groupby("loss", sort=False)):
         xs = [x[s] for s in g["strong"]]
         col = colours[li % 10]
-        a.plot(xs, g["w2s_acc"], color=col, marker="s", lw=1.5, label=f"bootstrapped, {loss}")
-        a.plot(xs, g["direct_acc"], color=col, marker="^", lw=1.2, ls="--", label=f"direct, {loss}")
+        a.plot(np.array(xs) - 0.03, g["w2s_acc"], color=col, marker="s", lw=1.5, label=f"bootstrapped, {loss}")
+        a.plot(np.array(xs) + 0.03, g["direct_acc"], color=col, marker="^", lw=1.2, ls="--", label=f"direct, {loss}")
         for kind, cols, ls, mk in (("bootstrapped", ("pgr", "pgr_ci_low", "pgr_ci_high"), "-", "s"),
                                    ("direct", ("direct_pgr", "direct_ci_low", "direct_ci_high"), "--", "^")):
             v, lo, hi = (g[k].to_numpy(float) for k in cols)
@@ -212,6 +212,7 @@ def chain_plot(c: pd.DataFrame, title: str, path: Path) -> Path:
                        capsize=3, lw=1.3)
     for ax in (a, b):
         ax.set_xticks(range(len(students)))
+        ax.set_xlim(-0.4, len(students) - 0.6)
         ax.set_xticklabels(students, fontsize=8)
         ax.set_xlabel("strong student (chain order)")
         ax.grid(alpha=0.3)
