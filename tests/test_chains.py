@@ -128,6 +128,7 @@ def test_chain_stages_are_tracked_like_every_stage(chain_run):
     from mlflow import MlflowClient
 
     from harness.mlflow_tracking import flatten
+    from harness.store import sha256_file
 
     c = MlflowClient(f"sqlite:///{chain_run.parent / 'mlflow.db'}")
     exp = c.get_experiment_by_name("chain")
@@ -140,6 +141,13 @@ def test_chain_stages_are_tracked_like_every_stage(chain_run):
         assert r.data.params == flatten(s.identity) and r.data.params["teacher"] == s.teacher
         assert r.data.params["chain.step"] in ("1", "2")
         assert {"test_acc", "weak_acc", "weak_label_acc", "agreement_test"} <= set(r.data.metrics)
+        assert r.data.tags["w2s.teacher_key"] == s.teacher and r.data.tags["w2s.weak"] == s.weak
+        # lineage: it trained on its teacher's weak labels (a dataset input), and its own labels are an artifact
+        teacher_labels = chain_run.parent / "runs" / "stages" / s.teacher[:16] / "weak_labels.parquet"
+        (ds,) = [d for d in r.inputs.dataset_inputs if d.dataset.name.startswith("weak_labels.")]
+        assert ds.dataset.name == f"weak_labels.{s.weak}.s0"
+        assert r.data.tags["w2s.weak_labels.sha256"] == sha256_file(teacher_labels)
+        assert "weak_labels/weak_labels.parquet" in [a.path for a in c.list_artifacts(r.info.run_id, "weak_labels")]
 
 
 def test_chain_run_reports_steps_end_to_end_and_direct(chain_run):
