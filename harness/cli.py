@@ -175,6 +175,7 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import protocol, results
     from .data import DataError
+    from .runner import OrderError
     from .store import StageStore
 
     con = _console()
@@ -182,13 +183,13 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     try:
         protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
         ok = True
-    except DataError as e:     # names the file, row and field; raised before the stage trains
+    except (DataError, OrderError) as e:     # bad data (file, row, field) or stage order: before training
         click.echo(f"error: {e}", err=True)
     finally:
         tables = results.collect(m, stages, StageStore(m.output.dir))
         out = results.write(m, tables, Path(m.output.dir) / m.name)
         tracker.finish(tables, out, ok=ok)
-    if not ok:      # only a DataError gets here (anything else propagates): bad input, exit 2
+    if not ok:      # only those two get here (anything else propagates): bad input, exit 2
         sys.exit(2)
     results.render(tables, con)
     con.print(f"results: {out}/")
@@ -208,7 +209,7 @@ def results(file, overrides):
     for s in (s for s in stages if s.key in bad):
         click.echo(f"warning: corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; left out of the table, "
                    f"`w2s run` recomputes it", err=True)
-    tables = res.collect(m, stages, store)
+    tables = res.collect(m, [s for s in stages if s.key not in bad], store)   # dependants too, as warned
     res.render(tables, _console())
 
 
@@ -233,7 +234,8 @@ def start_run(m, file, stages, problems, only, tracking_uri, no_tracking):
     """What every `w2s run` (language or vision) does before any compute: refuse what this machine
     cannot run (exit 3), check --only (exit 2), and start the tracker (exit 3 if it is unreachable)."""
     from .store import StageStore
-    from .tracking import TrackingError, make_tracker
+    from .trackers import make_tracker
+    from .tracking import TrackingError
 
     if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
         missing = problems(m)

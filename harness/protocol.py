@@ -103,6 +103,14 @@ def transfer(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink)
     return out
 
 
+def feature_identity(stage: Stage, pooling: str, max_ctx: int, overlength: str) -> dict:
+    """What a text's cached probe features depend on: the backbone, the pooling, the tokenization, and
+    the code that loads the model and embeds texts (a change there must not reuse old features)."""
+    code = stage.identity.get("code", {})
+    return {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS}, "pooling": pooling, "max_ctx": max_ctx,
+            "overlength": overlength, "code": {k: code.get(k) for k in ("version", "protocol", "model")}}
+
+
 def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, store: StageStore, sink) -> dict:
     """One HF Trainer run: tokenize, train, evaluate on test, optionally predict `label_rows`."""
     mc = m.model(stage.model)
@@ -149,8 +157,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     if t["linear_probe"]:
         # Frozen backbone, no dropout: pooled features are a constant per text, so compute them once
         # (cached across stages) and train the head alone (harness.features).
-        cache = FeatureCache(m.output.dir, {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS},
-                                            "pooling": pooling, "max_ctx": max_ctx, "overlength": overlength})
+        cache = FeatureCache(m.output.dir, feature_identity(stage, pooling, max_ctx, overlength))
         backbone = model
 
         def to_features(items, rows):

@@ -9,6 +9,10 @@ from .plan import Stage
 from .store import StageStore, invalidate_corrupt
 
 
+class OrderError(RuntimeError):
+    """A stage asked for (--only, --shard) before the stage it trains on: a usage error, exit 2."""
+
+
 def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
     """Shard i of n owns a weak supervisor together with all its students, so shards never wait on
     each other; ceilings are spread by their own key. Shards sharing a tracking server then reuse
@@ -35,8 +39,9 @@ def run_stages(plan: list[Stage], store: StageStore, tracker, execute: Callable[
             tracker.stage_cached(stage, store.metrics(stage.key), store.dir(stage.key))
             continue
         if stage.teacher and not store.is_done(stage.teacher):
-            raise RuntimeError(f"{stage.slug}: its teacher stage {stage.teacher[:12]} has not finished; "
-                               f"run without --only first")
+            raise OrderError(f"{stage.slug}: its teacher stage {stage.teacher[:12]} has not finished "
+                             f"(or was found corrupt and discarded); run it first: drop --only/--shard, or add "
+                             f"--only {stage.teacher[:12]}")
         echo(f"[{i}/{len(todo)}] {stage.slug}: running ({stage.key[:12]})")
         with tracker.stage(stage) as sink:
             metrics = execute(stage, sink)
