@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, width=int(os.environ.get("COLUMNS", 140)))
+    return Console(highlight=False, emoji=False, width=int(os.environ.get("COLUMNS", 140)))
 
 
 def _load(path: str, overrides=(), models: str | None = None):

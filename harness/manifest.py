@@ -181,6 +181,7 @@ class Manifest(Strict):
     models: list[ModelConfig] = Field(min_length=1, description="the ladder, weakest first")
     train: TrainFields = Field(default_factory=TrainFields)
     pairs: Literal["all", "strictly_stronger", "with_self"] | list[tuple[str, str]] = Field("all", description="`all` = `strictly_stronger` (every weak<strong in ladder order); `with_self` adds the reference sweep's self-pairs (weak = strong, i <= j; their PGR is NaN under ceiling_half=weak_half); or [[weak, strong], ...] by model name")
+    chains: list[list[str]] = Field(default_factory=list, description="bootstrapping (paper §4.3.1): [[weak, middle, ..., strong], ...] by model name, at least 3 each, weakest first; each model trains on the previous one's weak labels; compared with the direct first -> strong transfers (harness.chains, docs/research.md)")
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")], min_length=1)
     gt_loss: LossConfig = Field(default_factory=lambda: LossConfig(name="xent"), description="loss of ground-truth stages (Q4: always xent unless set here)")
     seeds: list[int] = Field([0], min_length=1)
@@ -254,6 +255,8 @@ class Manifest(Strict):
             from .zero import resource_problems   # no deepspeed import: arithmetic and allow-list only
             problems += [p for p in resource_problems(self, i, m, t) if all(p[0] != seen for seen, _ in problems)]
             problems += lora_problems(self, i, m, t)
+        from .chains import problems as chain_problems   # names, >= 3 models, ladder order, repeats
+        problems += chain_problems(self)
         if problems:
             raise Problems(problems)
         return self
@@ -304,6 +307,8 @@ class Manifest(Strict):
         raw["models"] = [m.model_dump(exclude_unset=True) for m in self.models if m.label in labels]
         if isinstance(self.pairs, list):
             raw["pairs"] = [p for p in self.pairs if p[0] in labels and p[1] in labels]
+        if self.chains:     # a chain leaves with any of its models
+            raw["chains"] = [c for c in self.chains if all(x in labels for x in c)]
         return Manifest.model_validate(raw)
 
     def model(self, label: str) -> ModelConfig:

@@ -149,7 +149,7 @@ def _load_manifest(path: Path, overrides: list[str] = ()) -> Manifest:
     return m
 
 
-_LADDER_KEYS = ("models", "pairs", "train")
+_LADDER_KEYS = ("models", "pairs", "train", "chains")
 _PLACEHOLDERS = {"name": "placeholder", "dataset": {"name": "sst2"}}
 
 

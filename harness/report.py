@@ -191,6 +191,8 @@ def build_report(results_dir: Path, out: Path, compare: Path | None = None) -> P
                                "mean PGR", "reference"]))
     else:
         lines.append("No transfer stage has finished yet.\n")
+    from .report_chains import section as chain_section   # bootstrapping chains: tables and plots
+    lines += chain_section(r, out)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name}) ([PDF]({p.with_suffix('.pdf').name}))" for p in plots] + [""]
     if compare:

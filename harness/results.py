@@ -49,8 +49,9 @@ def collect(m: Manifest, plan: list[Stage], store: StageStore) -> dict[str, pd.D
     pgr_rows = pd.DataFrame(rows, columns=["weak", "strong", "loss", "seed", "weak_acc", "w2s_acc", "ceiling_acc",
                                            "pgr", "small_gap", "agreement_test"])
     items = test_items(plan, store, set(by_key))
+    from .report_chains import chain_tables    # bootstrapping chains (harness.chains); {} without `chains:`
     return {"stages": pd.DataFrame(stages), "pgr": pgr_rows, **summarize(pd.DataFrame(stages), pgr_rows, items, weak, ceil),
-            "items": items}
+            **chain_tables(m, pd.DataFrame(stages), items), "items": items}
 
 
 def test_items(plan: list[Stage], store: StageStore, done: set[str]) -> pd.DataFrame:
@@ -181,3 +182,5 @@ def render(tables: dict[str, pd.DataFrame], console) -> None:
     chance = [f"{r['model']} ({r['role']})" for r in (acc.to_dict("records") if len(acc) else []) if r["at_chance"]]
     if chance:
         console.print(f"at chance (CI contains the majority-class rate): {', '.join(chance)}")
+    from .report_chains import render_chains
+    render_chains(tables, console)

@@ -29,8 +29,8 @@ LEVEL = 0.95
 
 def role(kind: str, model: str, weak, half: str, loss: str) -> str:
     """A stage's place in the sweep, the same for every seed (its key differs per seed)."""
-    if kind == "transfer":
-        return f"transfer:{weak}:{model}:{loss}"
+    if kind in ("transfer", "chain"):      # a chain step's `weak` is the chain so far (harness.chains)
+        return f"{kind}:{weak}:{model}:{loss}"
     return f"gt:{model}:{half}"
 
 
