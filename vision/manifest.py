@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.manifest import Output, Problems, Strict, Tracking, _did_you_mean
+from harness.manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean
 
 from .models import REGISTRY
 
@@ -161,8 +161,6 @@ class VisionManifest(Strict):
                 "eval_batch": self.vision.feature_batch}
 
     def select_models(self, labels: list[str]) -> "VisionManifest":
-        from harness.manifest import ManifestError
-
         if self.vision.weak.label not in labels:
             raise ManifestError([f"--models: a vision run needs its supervisor {self.vision.weak.label!r}"])
         raw = self.model_dump(exclude_unset=True)
