@@ -1,12 +1,9 @@
-"""`w2s plan` / `w2s run` for vision manifests (harness.cli hands them over after loading the manifest).
-The same tracker (harness.tracking.make_tracker), stage store, results tables and exit codes as the
-language path: 2 = invalid, 3 = this machine cannot run it (reported before any compute)."""
+"""`w2s plan` for vision manifests (harness.cli hands them over after loading the manifest); `w2s run`
+is the shared pipeline (harness.pipeline with vision.kind). Exit codes as the language path: 2 =
+invalid, 3 = this machine cannot run it (reported before any compute)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-import click
 
 from .manifest import VisionManifest
 
@@ -14,11 +11,12 @@ from .manifest import VisionManifest
 def plan(m: VisionManifest, file: str, console, check: bool = False) -> None:
     from rich.table import Table
 
+    from harness.pipeline import plan_or_exit
     from harness.store import StageStore
 
-    from .plan import build_plan, estimate_images, preflight
+    from .plan import estimate_images, preflight
 
-    stages = _build(m, file, build_plan)
+    stages = plan_or_exit(m, file)
     store = StageStore(m.output.dir)
     table = Table(title=f"{m.name}: {len(stages)} stages ({m.vision.dataset}, vision)")
     for col in ("key", "stage", "roles", "needs", "status"):
@@ -36,63 +34,3 @@ def plan(m: VisionManifest, file: str, console, check: bool = False) -> None:
                   f"(features are cached and shared by every seed)")
     if check and missing:
         sys.exit(3)
-
-
-def run(m: VisionManifest, file: str, console, *, force=False, only=(), tracking_uri=None, no_tracking=False) -> None:
-    from harness import results
-    from harness.store import StageStore
-    from harness.cli import start_run
-
-    from . import protocol
-    from .plan import build_plan, preflight
-
-    stages = _build(m, file, build_plan)
-    store = StageStore(m.output.dir)
-    tracker = start_run(m, file, stages, preflight, only, tracking_uri, no_tracking)
-    ok = False
-    try:
-        protocol.run(m, tracker, force=force, only=only, echo=console.print)
-        ok = True
-    finally:
-        tables = collect(m, stages, store)
-        out = results.write(m, tables, Path(m.output.dir) / m.name)
-        tracker.finish(tables, out, ok=ok)
-    results.render(tables, console)
-    render_weak(tables["weak"], console)
-    console.print(f"results: {out}/")
-
-
-def collect(m: VisionManifest, stages, store) -> dict:
-    """harness.results' tables (stages / pgr / summary), plus `weak`: supervisor accuracy on the test part
-    and over every image it labelled (Q26)."""
-    from harness import results
-
-    from .protocol import weak_table
-
-    tables = results.collect(m, stages, store)
-    tables["weak"] = weak_table(m, stages, store)
-    return tables
-
-
-def render_weak(df, console) -> None:
-    from rich.table import Table
-
-    t = Table(title="Supervisor accuracy: test part (PGR) and all images it labelled (Q26, the reference's number)")
-    for c in df.columns:
-        t.add_column(c)
-    for r in df.to_dict("records"):
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
-    console.print(t)
-
-
-def _build(m, file, build_plan):
-    try:
-        return build_plan(m)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        click.echo(f"error: {file}: {e}", err=True)
-        sys.exit(2)
-
-
-def is_vision(m) -> bool:
-    return isinstance(m, VisionManifest)
-
