@@ -63,10 +63,11 @@ def plan(file, overrides, models, check):
     from .store import StageStore, corrupt
 
     m = _load(file, overrides, models)
-    if getattr(m, "is_vision", False):     # vision/cli.py: same stage store, tracker and results tables
-        from vision import cli as vision_cli
-        return vision_cli.plan(m, file, _console(), check)
     stages = _plan(m, file)
+    from .kinds import kind_of
+
+    if kind_of(m).show_plan(m, stages, _console(), check):    # a kind with its own plan table (vision)
+        return
     store = StageStore(m.output.dir)
     table = Table(title=f"{m.name}: {len(stages)} stages")
     for col in ("key", "stage", "roles", "needs", "status", "≈PFLOP"):

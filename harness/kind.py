@@ -31,6 +31,10 @@ class Kind:
     def run_stages(self, m, tracker, *, force=False, only=(), shard=None, echo=print) -> None:
         raise NotImplementedError
 
+    def show_plan(self, m, stages, console, check: bool) -> bool:
+        """Print the kind's own `w2s plan` table and return True; False: the CLI's (language) table."""
+        return False
+
     def collect(self, m, stages, store) -> dict:
         """The results tables (harness.results.collect, plus any of the kind's own)."""
         from . import results

@@ -296,14 +296,14 @@ class Manifest(Strict):
 
 def lint(m: Manifest) -> list[str]:
     """Warnings: valid, but probably not what was meant."""
-    if getattr(m, "is_vision", False):      # a vision manifest lints itself
+    if not isinstance(m, Manifest):      # another kind's manifest (vision) lints itself
         return m.lint()
     out = []
     if m.dataset.n_test_docs < 200:
         out.append(f"dataset.n_test_docs={m.dataset.n_test_docs} is small: accuracy has a standard error of about "
                    f"{0.5 / m.dataset.n_test_docs ** 0.5:.3f} (reference issue #3 saw below-chance results at 100)")
-    if m.dataset.name == "anthropic_hh":
-        out.append("anthropic_hh (single transcript) is at chance in the reference: its PGR is meaningless (Q20)")
+    if DATASETS[m.dataset.name].warning:      # the registry carries its datasets' caveats
+        out.append(DATASETS[m.dataset.name].warning)
     if m.gt_loss.name != "xent":
         out.append(f"gt_loss is {m.gt_loss.name!r}: ground-truth baselines are not plain xent (Q4)")
     for mc in m.models:

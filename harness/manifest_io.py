@@ -36,9 +36,8 @@ def _line_map(node, path=(), out=None) -> dict[tuple, int]:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            out[path + (k.value,)] = k.start_mark.line + 1
             _line_map(v, path + (k.value,), out)
-            out[path + (k.value,)] = k.start_mark.line + 1
+            out[path + (k.value,)] = k.start_mark.line + 1    # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             _line_map(v, path + (i,), out)
@@ -49,14 +48,8 @@ def _set_dotted(raw: dict, dotted: str, value) -> None:
     keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
     cur = raw
     for k in keys[:-1]:
-        if isinstance(cur, list):
-            cur = cur[k]
-        else:
-            cur = cur.setdefault(k, {})
-    if isinstance(cur, list):
-        cur[keys[-1]] = value
-    else:
-        cur[keys[-1]] = value
+        cur = cur[k] if isinstance(cur, list) else cur.setdefault(k, {})
+    cur[keys[-1]] = value
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:

@@ -1,6 +1,8 @@
 """The vision kind (harness.kind): frozen features and linear probes (vision.plan, vision.protocol) run by
-the shared pipeline, plus the supervisor-accuracy table (Q26)."""
+the shared pipeline (harness.pipeline), plus its `w2s plan` table and the supervisor-accuracy table (Q26)."""
 from __future__ import annotations
+
+import sys
 
 from harness.kind import Kind
 
@@ -27,6 +29,33 @@ class Vision(Kind):
         from . import protocol
 
         protocol.run(m, tracker, force=force, only=only, echo=echo)
+
+    def show_plan(self, m, stages, console, check):
+        """`w2s plan`: the stages and what is cached; exit 3 with --check if this machine lacks something."""
+        from rich.table import Table
+
+        from harness.store import StageStore
+
+        from .plan import estimate_images, preflight
+
+        store = StageStore(m.output.dir)
+        table = Table(title=f"{m.name}: {len(stages)} stages ({m.vision.dataset}, vision)")
+        for col in ("key", "stage", "roles", "needs", "status"):
+            table.add_column(col)
+        cached = 0
+        for s in stages:
+            done = store.is_done(s.key)
+            cached += done
+            table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12], "cached" if done else "to run")
+        console.print(table)
+        missing = preflight(m) if cached < len(stages) else []
+        for p in missing:
+            console.print(f"[red]cannot run here:[/red] {p}")
+        console.print(f"{cached}/{len(stages)} cached; frozen models see ≈{estimate_images(m):,} images once "
+                      f"(features are cached and shared by every seed)")
+        if check and missing:
+            sys.exit(3)
+        return True
 
     def collect(self, m, stages, store):
         """harness.results' tables, plus `weak`: supervisor accuracy on the test part and over every image

@@ -8,7 +8,7 @@ it unchanged: one protocol, one stage cache, one tracker.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -135,8 +135,6 @@ class VisionManifest(Strict):
         return self
 
     # -- what the shared machinery (tracker, results, report, validate) asks of a manifest -----------
-    is_vision: ClassVar[bool] = True
-
     @property
     def dataset(self):
         return SimpleNamespace(name=self.vision.dataset)
