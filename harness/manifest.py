@@ -1,6 +1,7 @@
 """The experiment manifest: the pydantic schema and its resolution (defaults <- model table <- train:
-<- per-model overrides). Loading YAML with line numbers, overrides and error messages that name the
-file, the line, the field and a fix live in harness.manifest_io (re-exported here).
+<- per-model overrides), its lint, and `load`, which picks the schema of the manifest's kind. Loading YAML
+with line numbers, overrides and error messages that name the file, the line, the field and a fix live
+in harness.manifest_io; what every kind's schema shares, in harness.manifest_base (re-exported here).
 
 Identity fields (what changes results) feed cache keys and MLflow params; the OPERATIONAL ones never do.
 """
