@@ -31,6 +31,10 @@ class Kind:
     def run_stages(self, m, tracker, *, force=False, only=(), shard=None, echo=print) -> None:
         raise NotImplementedError
 
+    def data_identity(self, m) -> dict:
+        """What the data is (results.json provenance; the stages' keys hold it too)."""
+        raise NotImplementedError
+
     def show_plan(self, m, stages, console, check: bool) -> bool:
         """Print the kind's own `w2s plan` table and return True; False: the CLI's (language) table."""
         return False
@@ -56,6 +60,11 @@ class Language(Kind):
         from .plan import build_plan
 
         return build_plan(m)
+
+    def data_identity(self, m):
+        from .plan import data_identity
+
+        return data_identity(m)
 
     def preflight(self, m):
         from .preflight import problems

@@ -102,7 +102,7 @@ def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None
         click.echo(f"error: {e}", err=True)
     finally:
         tables = kind.collect(m, stages, StageStore(m.output.dir))
-        out = results.write(m, tables, Path(m.output.dir) / m.name)
+        out = results.write(m, tables, Path(m.output.dir) / m.name, kind.data_identity)
         tracker.finish(tables, out, ok=ok)
     if not ok:      # only an input error gets here (anything else propagates): exit 2
         sys.exit(2)

@@ -20,6 +20,11 @@ class Vision(Kind):
 
         return build_plan(m)
 
+    def data_identity(self, m):
+        from .plan import data_identity
+
+        return data_identity(m)
+
     def preflight(self, m):
         from .plan import preflight
 
