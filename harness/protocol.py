@@ -139,19 +139,19 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     if ds:
         _ = args.device     # sets up the process group before zero.Init
     def load():
-        model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
+        model, _, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
                                              decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
                                              head_fp32=mixed, trust_remote_code=remote)
         # train.lora: adapters into the built backbone; only they and the head train (harness.lora)
-        return apply_lora(model, t.get("lora"), stage.seed, t["gradient_checkpointing"]), fam, commit
+        return apply_lora(model, t.get("lora"), stage.seed, t["gradient_checkpointing"]), commit
     # A probe never changes its backbone: keep it loaded for the next stage of the same model.
     probe_key = (hub_id, revision, mixed, t["dtype"], mc.pooling, decoder_pooling, remote)
     if t["linear_probe"] and not ds:
         if probe_key not in _FROZEN:
             _FROZEN[probe_key] = load()
-        model, fam, commit = _FROZEN[probe_key]
+        model, commit = _FROZEN[probe_key]
     else:
-        model, fam, commit = load()
+        model, commit = load()
     pooling = model.pooling
     pad_id = 0 if pooling == "nonzero_count" else tok.pad_token_id
     collate = Collator(pad_id)

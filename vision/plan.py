@@ -8,8 +8,6 @@ harness.results and `w2s report` treat them exactly like the language stages:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness import __version__
 from harness.plan import Stage
 from harness.store import content_key
@@ -112,7 +110,3 @@ def estimate_images(m: VisionManifest) -> int:
     """Images passed through frozen models (for `w2s plan`): each model once over the set, then cached."""
     n = m.vision.split.n_images or {"imagenet_val": 50000, "cifar10": 10000}.get(m.vision.dataset, 600)
     return n * len(m.models)
-
-
-def results_dir(m: VisionManifest) -> Path:
-    return Path(m.output.dir) / m.name
