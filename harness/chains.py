@@ -76,13 +76,14 @@ def direct_pairs(m, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def chain_stages(m, models: dict, data: dict, gt, warmup: str) -> list:
+def chain_stages(m, models: dict, data: dict, gt, warmup: str, Stage) -> list:
     """The chain steps, in dependency order (each after its teacher), deduplicated by key (chains that
-    share a prefix share its steps). `gt(label, seed, half, role)` is harness.plan's ground-truth stage maker."""
+    share a prefix share its steps). `gt(label, seed, half, role)` is harness.plan's ground-truth stage maker
+    and `Stage` its stage class (passed in: the manifest validates chains with this module, so importing the
+    planner here would be an import cycle)."""
     from . import __version__
     from .code_identity import stage_code
     from .losses import resolve_params
-    from .plan import Stage
     from .store import content_key
 
     out, made = [], set()

@@ -119,7 +119,7 @@ def build_plan(m: Manifest) -> list[Stage]:
                          "code": stage_code(m.dataset.name, lc.name)}   # docs/caching.md
                 order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
                                    weak=weak, teacher=teacher.key))
-    return order + chain_stages(m, models, data, gt, warmup)
+    return order + chain_stages(m, models, data, gt, warmup, Stage)
 
 
 def estimate(m: Manifest, stage: Stage) -> dict:

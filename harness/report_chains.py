@@ -152,7 +152,7 @@ def load(results_dir: Path) -> pd.DataFrame:
 
 def section(r, out: Path) -> list[str]:
     """The report's markdown lines for chains (none when the run has no chains) and their plots."""
-    from .report import md_table
+    from .stats import md_table
 
     c = load(r.source)
     if not len(c):

@@ -17,8 +17,9 @@ class Vision(Kind):
 
     def build_plan(self, m):
         from .plan import build_plan
+        from .protocol import stage_code
 
-        return build_plan(m)
+        return build_plan(m, stage_code())
 
     def data_identity(self, m):
         from .plan import data_identity
