@@ -139,9 +139,16 @@ def plan(file, overrides, models, check):
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local sqlite store)")
 @click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
 @click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
-def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="where stages train: this process, or one Ray task each (docs/scale-out.md)")
+@click.option("--address", default=None, metavar="HOST:PORT", help="--executor ray: the cluster (default: $RAY_ADDRESS, else a local Ray instance)")
+def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, executor, address):
     """Run the plan: every uncached stage, then the results table."""
     from .tracking import TrackingError
+
+    if address and executor != "ray":
+        click.echo("error: --address is for --executor ray (add --executor ray)", err=True)
+        sys.exit(2)
 
     early = None if no_tracking else tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if early:   # a dead server is reported in seconds: before the manifest's imports load torch
@@ -157,6 +164,9 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
         if shard is not None:
             click.echo("error: --shard is not supported for vision manifests (features are shared by all stages)", err=True)
             sys.exit(2)
+        if executor != "local":
+            click.echo(f"error: --executor {executor} is not supported for vision manifests; use --executor local", err=True)
+            sys.exit(2)
         from vision import cli as vision_cli
         return vision_cli.run(m, file, _console(), force=force, only=only, tracking_uri=tracking_uri,
                               no_tracking=no_tracking)
@@ -171,7 +181,16 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
         shard = (i, n)
     from . import preflight
 
-    tracker = start_run(m, file, stages, preflight.problems, only, tracking_uri, no_tracking)
+    backend, problems = None, preflight.problems
+    if executor == "ray":    # an unreachable cluster, or a stage no node can hold: exit 3 before anything runs
+        from .executors.ray_backend import RayBackend, RayUnavailable, driver_problems
+
+        try:
+            backend, problems = RayBackend(m, stages, address, _console().print), driver_problems(problems)
+        except RayUnavailable as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(3)
+    tracker = start_run(m, file, stages, problems, only, tracking_uri, no_tracking)
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import protocol, results
     from .data import DataError
@@ -180,14 +199,19 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models):
     con = _console()
     ok = False
     try:
-        protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
+        protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print, backend=backend)
         ok = True
     except DataError as e:     # names the file, row and field; raised before the stage trains
         click.echo(f"error: {e}", err=True)
     finally:
-        tables = results.collect(m, stages, StageStore(m.output.dir))
-        out = results.write(m, tables, Path(m.output.dir) / m.name)
-        tracker.finish(tables, out, ok=ok)
+        if backend is not None:
+            backend.close()
+        from .claims import Claims
+
+        with Claims(m.output.dir).wait(f"results-{m.name}"):    # another `w2s run` on this output dir may write them too
+            tables = results.collect(m, stages, StageStore(m.output.dir))
+            out = results.write(m, tables, Path(m.output.dir) / m.name)
+            tracker.finish(tables, out, ok=ok)
     if not ok:      # only a DataError gets here (anything else propagates): bad input, exit 2
         sys.exit(2)
     results.render(tables, con)

@@ -1,0 +1,188 @@
+"""`w2s run --executor ray` against a real Ray head on 127.0.0.1 (2 CPUs), started with `ray start --head`
+in its own process group and stopped in teardown, whatever happened.
+
+The tiny sweep through Ray gives the local executor's PGR table; a Ray worker SIGKILLed mid-stage is
+retried and the sweep completes with one FINISHED MLflow run per stage."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import ROOT, W2S
+from helpers_mlflow import FAST, children, client, free_port
+
+pytestmark = pytest.mark.ray
+RAY = str(Path(sys.executable).parent / "ray")       # the venv's CLI, whatever PATH says
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}   # ENVIRONMENT.md §10: every Ray socket on 127.0.0.1
+
+
+def _env(scratch=None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", **LOOPBACK)
+    if scratch:
+        env["W2S_RAY_SCRATCH"] = str(scratch)
+    return env
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    # a short temp dir: Ray's unix sockets live under it and must stay under ~100 bytes
+    temp = Path(tempfile.mkdtemp(prefix="w2sray", dir="/tmp"))
+    scratch = tmp_path_factory.mktemp("scratch")
+    port = free_port()
+    log = open(temp / "head.log", "wb")
+    proc = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp}"], env=_env(scratch), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while subprocess.run([RAY, "status", f"--address={address}"], env=_env(), capture_output=True).returncode:
+            assert proc.poll() is None and time.time() < deadline, (temp / "head.log").read_text()[-3000:]
+            time.sleep(1)
+        yield {"address": address, "scratch": Path(scratch), "proc": proc}
+    finally:
+        stop_head(proc, temp)
+
+
+def stop_head(proc, temp: Path) -> None:
+    """SIGTERM the head's process group, then SIGKILL it, then any process still naming our temp dir."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    for p in psutil.process_iter(["cmdline"]):
+        if any(str(temp) in a for a in p.info["cmdline"] or []):
+            p.kill()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def manifest(tiny_assets: Path, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tiny.yaml"
+    path.write_text((tiny_assets / "tiny.yaml").read_text().replace(f"{tiny_assets}/runs", str(out / "runs")))
+    return path
+
+
+def results(path: Path) -> dict:
+    return json.loads((path.parent / "runs" / "tiny" / "results.json").read_text())
+
+
+def plan_of(path: Path):
+    from harness.manifest import load
+    from harness.plan import build_plan
+
+    m = load(path, FAST[1::2])
+    return m, build_plan(m)
+
+
+def stage_runs(m) -> dict:
+    from harness.mlflow_tracking import default_uri
+
+    c = client(default_uri(m))
+    out = {}
+    for r in children(c, c.get_experiment_by_name(m.name).experiment_id):
+        out.setdefault(r.data.tags["w2s.stage_key"], []).append(r.info.status)
+    return out
+
+
+def attempts(scratch: Path, keys) -> dict:
+    lines = [json.loads(x) for x in (scratch / "attempts.jsonl").read_text().splitlines()] \
+        if (scratch / "attempts.jsonl").exists() else []
+    return {k: sum(a["key"] == k for a in lines) for k in keys}
+
+
+@pytest.fixture(scope="module")
+def local_ref(tiny_assets, tmp_path_factory):
+    path = manifest(tiny_assets, tmp_path_factory.mktemp("local"))
+    out = subprocess.run([*W2S, "run", str(path), *FAST, "--no-tracking"], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return results(path)
+
+
+def same_numbers(ours: dict, ref: dict) -> None:
+    assert ours["pgr"] == ref["pgr"]
+    assert [(r["model"], r["test_acc"]) for r in ours["stages"]] == [(r["model"], r["test_acc"]) for r in ref["stages"]]
+
+
+def test_the_sweep_on_ray_gives_the_local_pgr_table(head, tiny_assets, tmp_path, local_ref):
+    path = manifest(tiny_assets, tmp_path)
+    before = attempts(head["scratch"], [])
+    out = subprocess.run([*W2S, "run", str(path), *FAST, "--executor", "ray", "--address", head["address"]], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    same_numbers(results(path), local_ref)
+    m, plan = plan_of(path)
+    lines = [x for x in out.stdout.splitlines() if re.match(r"\[\d/4\]", x)]
+    assert f"the Ray cluster at {head['address']}" in out.stdout and "dashboard: none" in out.stdout
+    assert sum(": running (" in x for x in lines) == 4 and sum(": finished in" in x for x in lines) == 4
+    # independent stages run at once: both ground-truth stages start before anything finishes, and a
+    # transfer starts only after its teacher (the weak model's gt) has finished
+    assert all(": running (" in x and " gt " in f" {x}" for x in lines[:2]), lines
+    teacher = next(s for s in plan if s.kind == "gt" and "weak" in s.roles)
+    done_at = next(i for i, x in enumerate(lines) if teacher.slug in x and "finished" in x)
+    assert all(i > done_at for i, x in enumerate(lines) if "transfer" in x and "running" in x)
+    assert stage_runs(m) == {s.key: ["FINISHED"] for s in plan}
+    assert attempts(head["scratch"], [s.key for s in plan]) == {s.key: 1 for s in plan}
+    assert not before
+
+
+def test_a_worker_sigkilled_mid_stage_is_retried(head, tiny_assets, tmp_path, local_ref):
+    path = manifest(tiny_assets, tmp_path)
+    m, plan = plan_of(path)
+    keys = [s.key for s in plan]
+    seen = attempts(head["scratch"], keys)          # this test's stages are new: zero so far
+    assert not any(seen.values())
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen([*W2S, "run", str(path), *FAST, "--executor", "ray", "--address", head["address"]],
+                              cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, victim = time.time() + 300, None
+        while victim is None and time.time() < deadline and driver.poll() is None:
+            lines = [json.loads(x) for x in (head["scratch"] / "attempts.jsonl").read_text().splitlines()]
+            mine = [a for a in lines if a["key"] in keys]
+            if mine:
+                victim = mine[0]
+            time.sleep(0.2)
+        assert victim, (tmp_path / "driver.log").read_text()
+        time.sleep(3)                                       # mid-stage: loading and training
+        assert not (m.output.dir and (Path(m.output.dir) / "stages" / victim["key"][:16] / "done.json").exists())
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert driver.wait(timeout=1200) == 0, (tmp_path / "driver.log").read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    tried = attempts(head["scratch"], keys)
+    assert tried[victim["key"]] == 2, tried                   # retried once
+    assert all(1 <= n <= 2 for n in tried.values()), tried   # each stage trained once more at most
+    assert stage_runs(m) == {k: ["FINISHED"] for k in keys}   # no duplicate FINISHED runs
+    same_numbers(results(path), local_ref)
+
+
+def test_ray_refusals_exit_before_compute(head, tiny_assets, tmp_path):
+    path = manifest(tiny_assets, tmp_path)
+    bad = subprocess.run([*W2S, "run", str(path), "--address", head["address"]], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--address is for --executor ray" in bad.stderr
+    big = subprocess.run([*W2S, "run", str(path), "--no-tracking", "--executor", "ray", "--address", head["address"],
+                          "-o", "resources.launcher=deepspeed", "-o", "resources.gpus=4", "-o", "train.micro_batch=4"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert big.returncode == 3 and "needs 4 CPU(s)" in big.stderr and "Traceback" not in big.stderr, big.stderr
+    assert not (tmp_path / "runs" / "stages").exists()
