@@ -9,6 +9,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from harness.claims import Claims
 from harness.store import StageStore
@@ -83,6 +84,7 @@ def _running(out: str) -> list[str]:
     return re.findall(r"\] (.+?): running \(", out)
 
 
+@pytest.mark.ray      # the scale-out tier (minutes); no Ray needed here, the claims are the executor-independent part
 def test_two_concurrent_runs_train_every_stage_exactly_once(tiny, tmp_path):
     """Two `w2s run` (local executor, embedded MLflow store) started together on one output dir."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
