@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 MAX_RETRIES = 2
+PROBE_TIMEOUT_S = 5
 
 
 class RayUnavailable(RuntimeError):
@@ -32,11 +34,26 @@ def driver_problems(problems):
     return lambda m: [p for p in problems(m) if "needs a GPU" not in p]
 
 
+def probe(address: str) -> None:
+    """A dead GCS address makes ray.init retry for minutes: find out in seconds (HOST:PORT addresses)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return          # ray://, "auto": Ray's own resolution
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({e}). Nothing was run. Fix: start its head "
+                             f"(`ray start --head --port {port}`) or pass the head's --address HOST:PORT") from e
+
+
 def connect(address: str | None, echo=print) -> dict:
     """ray.init; returns what was connected to (for the progress line)."""
     local = not address and not os.environ.get("RAY_ADDRESS")
     if local:     # before `import ray`: its constants read this; keeps every socket on 127.0.0.1
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not local:
+        probe(target)
     try:
         import ray
     except ImportError as e:
