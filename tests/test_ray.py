@@ -189,3 +189,48 @@ def test_ray_refusals_exit_before_compute(head, tiny_assets, tmp_path):
                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert big.returncode == 3 and "needs 4 CPU(s)" in big.stderr and "Traceback" not in big.stderr, big.stderr
     assert not (tmp_path / "runs" / "stages").exists()
+    dead = subprocess.run([*W2S, "run", str(path), "--no-tracking", "--executor", "ray", "--address",
+                           f"127.0.0.1:{free_port()}"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert dead.returncode == 3 and "cannot reach the Ray cluster" in dead.stderr, dead.stderr
+
+
+def _raylets() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name", "cmdline"])
+            if "raylet" in (p.info["name"] or "") and not any("w2sray" in a for a in p.info["cmdline"] or [])}
+
+
+def test_without_address_a_private_local_instance_runs_the_stage_and_stops(tiny_assets, tmp_path):
+    path = manifest(tiny_assets, tmp_path)
+    m, plan = plan_of(path)
+    weak = next(s for s in plan if s.kind == "gt" and "weak" in s.roles)
+    env = {k: v for k, v in _env(tmp_path / "scratch").items() if k not in LOOPBACK}   # w2s sets it itself
+    before = _raylets()
+    out = subprocess.run([*W2S, "run", str(path), *FAST, "--no-tracking", "--executor", "ray", "--only", weak.key[:12]],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ray: a local Ray instance: 1 node(s)" in out.stdout and "dashboard: " in out.stdout
+    assert f"{weak.slug}: finished in" in out.stdout and out.stdout.count(": running (") == 1
+    from harness.store import StageStore
+
+    assert StageStore(m.output.dir).is_done(weak.key)
+    deadline = time.time() + 30
+    while _raylets() - before and time.time() < deadline:
+        time.sleep(1)
+    assert not _raylets() - before, "the private instance stops with `w2s run`"
+
+
+def test_a_deepspeed_stage_launches_its_ranks_inside_the_task(head, tiny_assets, tmp_path, local_ref):
+    """ZeRO-2 on 2 gloo ranks inside one Ray task that holds both of the head's CPUs."""
+    path = manifest(tiny_assets, tmp_path)
+    m, plan = plan_of(path)
+    weak = next(s for s in plan if s.kind == "gt" and "weak" in s.roles)
+    ds = ["-o", "resources.launcher=deepspeed", "-o", "resources.gpus=2", "-o", "resources.zero_stage=2"]
+    out = subprocess.run([*W2S, "run", str(path), *FAST, *ds, "--no-tracking", "--executor", "ray", "--address",
+                          head["address"], "--only", weak.key[:12]], cwd=ROOT, env={**_env(), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = json.loads((Path(m.output.dir) / "stages" / weak.key[:16] / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["resources"]["launcher"] == "deepspeed"
+    assert metrics["resources"]["zero_stage"] == 2
+    ref = next(r for r in local_ref["stages"] if r["kind"] == "gt" and r["model"] == weak.model)
+    assert abs(metrics["test_acc"] - ref["test_acc"]) <= 1 / 64 + 1e-9    # float noise may flip one test row
