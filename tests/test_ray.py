@@ -6,6 +6,7 @@ retried and the sweep completes with one FINISHED MLflow run per stage."""
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,11 +24,13 @@ from helpers_mlflow import FAST, children, client, free_port
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")       # the venv's CLI, whatever PATH says
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}   # ENVIRONMENT.md §10: every Ray socket on 127.0.0.1
+# The head and its drivers share a token of this session: never ~/.ray/auth_token (docs/footguns.md, Ray)
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def _env(scratch=None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
-    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", **LOOPBACK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", **LOOPBACK, **AUTH)
     if scratch:
         env["W2S_RAY_SCRATCH"] = str(scratch)
     return env
@@ -46,10 +49,10 @@ def head(tmp_path_factory):
                             start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while subprocess.run([RAY, "status", f"--address={address}"], env=_env(), capture_output=True).returncode:
+        deadline = time.time() + 300     # `ray start` prints this once GCS and raylet are up (`ray status` lags)
+        while "Ray runtime started" not in (temp / "head.log").read_text(errors="replace"):
             assert proc.poll() is None and time.time() < deadline, (temp / "head.log").read_text()[-3000:]
-            time.sleep(1)
+            time.sleep(0.5)
         yield {"address": address, "scratch": Path(scratch), "proc": proc}
     finally:
         stop_head(proc, temp)
@@ -203,8 +206,8 @@ def test_without_address_a_private_local_instance_runs_the_stage_and_stops(tiny_
     path = manifest(tiny_assets, tmp_path)
     m, plan = plan_of(path)
     weak = next(s for s in plan if s.kind == "gt" and "weak" in s.roles)
-    env = {k: v for k, v in _env(tmp_path / "scratch").items() if k not in LOOPBACK}   # w2s sets it itself
-    before = _raylets()
+    env = {k: v for k, v in _env(tmp_path / "scratch").items() if k not in {**LOOPBACK, **AUTH}}   # w2s sets them
+    before, token_before = _raylets(), (Path.home() / ".ray" / "auth_token").exists()
     out = subprocess.run([*W2S, "run", str(path), *FAST, "--no-tracking", "--executor", "ray", "--only", weak.key[:12]],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -217,6 +220,7 @@ def test_without_address_a_private_local_instance_runs_the_stage_and_stops(tiny_
     while _raylets() - before and time.time() < deadline:
         time.sleep(1)
     assert not _raylets() - before, "the private instance stops with `w2s run`"
+    assert not (Path.home() / ".ray" / "auth_token").exists() or token_before, "no token file left behind"
 
 
 def test_a_deepspeed_stage_launches_its_ranks_inside_the_task(head, tiny_assets, tmp_path, local_ref):
@@ -234,3 +238,26 @@ def test_a_deepspeed_stage_launches_its_ranks_inside_the_task(head, tiny_assets,
     assert metrics["resources"]["zero_stage"] == 2
     ref = next(r for r in local_ref["stages"] if r["kind"] == "gt" and r["model"] == weak.model)
     assert abs(metrics["test_acc"] - ref["test_acc"]) <= 1 / 64 + 1e-9    # float noise may flip one test row
+
+
+def test_a_killed_driver_resumes_from_the_store(head, tiny_assets, tmp_path, local_ref):
+    """SIGKILL the driver once a stage is done: the same command finishes the sweep from the store, and
+    every stage ends with one FINISHED MLflow run (the in-flight ones are reattached, not duplicated)."""
+    path = manifest(tiny_assets, tmp_path)
+    m, plan = plan_of(path)
+    cmd = [*W2S, "run", str(path), *FAST, "--executor", "ray", "--address", head["address"]]
+    stages = Path(m.output.dir) / "stages"
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 600
+        while not list(stages.glob("*/done.json")) and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.1)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    done = len(list(stages.glob("*/done.json")))
+    assert 1 <= done < 4, (tmp_path / "first.log").read_text()
+    again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count(": cached (") == done and again.stdout.count(": running (") == 4 - done
+    assert stage_runs(m) == {s.key: ["FINISHED"] for s in plan}
+    same_numbers(results(path), local_ref)

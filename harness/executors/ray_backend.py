@@ -51,6 +51,13 @@ def connect(address: str | None, echo=print) -> dict:
     local = not address and not os.environ.get("RAY_ADDRESS")
     if local:     # before `import ray`: its constants read this; keeps every socket on 127.0.0.1
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+            # Ray 2.60 secures a new local instance with a token, which it would save to ~/.ray/auth_token;
+            # every later `ray start --head` on this machine then requires it, and drivers that are not
+            # given it fail. A token of this run only, inherited by the instance it starts, leaves no trace.
+            import secrets
+
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     target = address or os.environ.get("RAY_ADDRESS")
     if not local:
         probe(target)
@@ -62,9 +69,12 @@ def connect(address: str | None, echo=print) -> dict:
         # log_to_driver=False: the progress is one line per stage; task logs stay in the Ray session logs
         ctx = ray.init(address="local" if local else address, log_to_driver=False, configure_logging=False)
     except Exception as e:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError from the GCS client
-        raise RayUnavailable(f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: "
-                             f"{type(e).__name__}: {e}. Fix: start it (`ray start --head`) or pass its "
-                             f"--address HOST:PORT") from e
+        auth = ("Authentication" in type(e).__name__ or "auth" in str(e).lower()) and not local
+        fix = ("the cluster may use token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+               "RAY_AUTH_TOKEN_PATH) to its token (`ray get-auth-token` on the head)") if auth else \
+            "start it (`ray start --head`) or pass its --address HOST:PORT"
+        raise RayUnavailable(f"cannot connect to the Ray cluster at {target or 'a new local instance'}: "
+                             f"{type(e).__name__}: {e}. Fix: {fix}") from e
     res = ray.cluster_resources()
     dash = getattr(ctx, "dashboard_url", None)
     where = "a local Ray instance" if local else f"the Ray cluster at {ctx.address_info.get('gcs_address', address)}"
