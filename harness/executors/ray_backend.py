@@ -69,10 +69,11 @@ def connect(address: str | None, echo=print) -> dict:
         # log_to_driver=False: the progress is one line per stage; task logs stay in the Ray session logs
         ctx = ray.init(address="local" if local else address, log_to_driver=False, configure_logging=False)
     except Exception as e:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError from the GCS client
-        auth = ("Authentication" in type(e).__name__ or "auth" in str(e).lower()) and not local
-        fix = ("the cluster may use token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
-               "RAY_AUTH_TOKEN_PATH) to its token (`ray get-auth-token` on the head)") if auth else \
-            "start it (`ray start --head`) or pass its --address HOST:PORT"
+        # the port answered (probe), so the head refused this driver; the reason is only in Ray's C++ log
+        fix = ("a head that uses token authentication (its log says \"Token authentication is enabled\") needs "
+               "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH; `ray get-auth-token` on the head) "
+               "here; also check that driver and cluster run the same Ray version") if not local else \
+            "see the Ray log above"
         raise RayUnavailable(f"cannot connect to the Ray cluster at {target or 'a new local instance'}: "
                              f"{type(e).__name__}: {e}. Fix: {fix}") from e
     res = ray.cluster_resources()
