@@ -10,6 +10,9 @@ ifneq ($(wildcard $(SHARED)/data),)
 export W2S_DATA_DIR ?= $(SHARED)/data
 export HF_HUB_OFFLINE ?= 1
 endif
+ifneq ($(wildcard $(SHARED)/assets/qwen1-remote-code),)
+export W2S_QWEN1_CODE ?= $(SHARED)/assets/qwen1-remote-code
+endif
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
@@ -67,13 +70,34 @@ DRY_RUN ?=
 EXECUTOR ?= local
 RAY_ADDRESS ?=
 PAPER_W2S = $(if $(shell docker image inspect localhost/w2s-harness:dev >/dev/null 2>&1 && echo y),docker compose run --rm trainer,$(W2S))
+# REHEARSAL=1: the same manifests on CPU with tiny stand-ins (docs/rehearsal.md): each dataset runs the
+# sub-ladder below (every model and launch path once over the five), then report --compare (exit 1 = numbers
+# differ, expected of random weights; anything else fails), then the modern Qwen2.5 ladder's launched path.
+REHEARSAL ?=
+REHEARSAL_MODELS_sciq := gpt2,gpt2-medium,gpt2-large
+REHEARSAL_MODELS_amazon_polarity := Qwen-1_8B,Qwen-7B
+REHEARSAL_MODELS_boolq := gpt2-xl,Qwen-14B
+REHEARSAL_MODELS_cosmos_qa := gpt2,gpt2-large
+REHEARSAL_MODELS_anthropic_hh := gpt2,gpt2-medium
+REHEARSAL_MODERN ?= Qwen2.5-0.5B,Qwen2.5-14B
+export REHEARSAL_MODELS_sciq REHEARSAL_MODELS_amazon_polarity REHEARSAL_MODELS_boolq REHEARSAL_MODELS_cosmos_qa REHEARSAL_MODELS_anthropic_hh
 reproduce-paper: install
+ifneq ($(REHEARSAL),)
+	@set -e; start=$$(date +%s); echo "load before: $$(uptime)"; \
+	  for ds in $(DATASETS); do sub=REHEARSAL_MODELS_$$ds; \
+	    $(W2S) run experiments/paper/$$ds.yaml --rehearsal $$(m="$(MODELS)"; m=$${m:-$${!sub}}; [ -n "$$m" ] && echo --models $$m); \
+	    $(W2S) report runs-rehearsal/paper-$$ds-rehearsal --compare experiments/expected/$$ds.yaml || [ $$? -eq 1 ]; \
+	  done; echo "rehearsal of $(DATASETS): $$(( $$(date +%s) - start )) s; load after: $$(uptime)"; \
+	  $(if $(REHEARSAL_MODERN),$(W2S) run experiments/paper/modern-qwen25-sciq.yaml --rehearsal --models $(REHEARSAL_MODERN);) \
+	  echo "reproduce-paper REHEARSAL=1: $$(( $$(date +%s) - start )) s"
+else
 	@set -e; for ds in $(DATASETS); do \
 	  if [ -n "$(DRY_RUN)" ]; then $(W2S) plan experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)); \
 	  else $(PAPER_W2S) run experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)) --executor $(EXECUTOR) \
 	       $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS)) && \
 	       $(W2S) report runs/paper-$$ds --compare experiments/expected/$$ds.yaml; fi; \
 	done
+endif
 
 # The offline tier: real encoders and real data on CPU, text and vision (see docs/results-offline.md).
 # SST-2 first (the showcase), then CIFAR-10, then the datasets these encoders cannot learn.

@@ -139,16 +139,19 @@ def plan(file, overrides, models, check):
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local sqlite store)")
 @click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
 @click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
+@click.option("--rehearsal", is_flag=True, help="tiny random stand-ins of the same architectures, small data, own output dir and experiment (docs/rehearsal.md)")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="where stages train: this process, or one Ray task each (docs/scale-out.md)")
 @click.option("--address", default=None, metavar="HOST:PORT", help="--executor ray: the cluster (default: $RAY_ADDRESS, else a local Ray instance)")
-def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, executor, address):
+def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, rehearsal, executor, address):
     """Run the plan: every uncached stage, then the results table."""
     from .tracking import TrackingError
 
     if address and executor != "ray":
         click.echo("error: --address is for --executor ray (add --executor ray)", err=True)
         sys.exit(2)
+    if rehearsal:    # the manifest as written, models and data swapped (harness.rehearsal); then the usual run
+        file, overrides, models, source = _rehearsal_manifest(file, overrides, models), (), None, file
 
     early = None if no_tracking else tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if early:   # a dead server is reported in seconds: before the manifest's imports load torch
@@ -194,6 +197,7 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, 
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import protocol, results
     from .data import DataError
+    from .runner import OrderError
     from .store import StageStore
 
     con = _console()
@@ -201,7 +205,7 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, 
     try:
         protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print, backend=backend)
         ok = True
-    except DataError as e:     # names the file, row and field; raised before the stage trains
+    except (DataError, OrderError) as e:     # bad data (file, row, field) or stage order: before training
         click.echo(f"error: {e}", err=True)
     finally:
         if backend is not None:
@@ -212,7 +216,13 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, 
             tables = results.collect(m, stages, StageStore(m.output.dir))
             out = results.write(m, tables, Path(m.output.dir) / m.name)
             tracker.finish(tables, out, ok=ok)
-    if not ok:      # only a DataError gets here (anything else propagates): bad input, exit 2
+        if rehearsal:
+            from .rehearsal import finish as rehearsal_finish
+            problems = rehearsal_finish(m, Path(file), stages, tracker, out)
+            for p in problems:
+                click.echo(f"error: rehearsal of {source}: {p}", err=True)
+            ok = ok and not problems
+    if not ok:      # only those two (or a failed rehearsal check) get here: exit 2
         sys.exit(2)
     results.render(tables, con)
     con.print(f"results: {out}/")
@@ -232,7 +242,7 @@ def results(file, overrides):
     for s in (s for s in stages if s.key in bad):
         click.echo(f"warning: corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; left out of the table, "
                    f"`w2s run` recomputes it", err=True)
-    tables = res.collect(m, stages, store)
+    tables = res.collect(m, [s for s in stages if s.key not in bad], store)   # dependants too, as warned
     res.render(tables, _console())
 
 
@@ -253,11 +263,26 @@ def schema_docs():
     click.echo(render(), nl=False)
 
 
+def _rehearsal_manifest(file, overrides, models) -> str:
+    from .manifest import ManifestError
+    from .rehearsal import RehearsalError, prepare
+
+    try:
+        return str(prepare(file, overrides, models))
+    except ManifestError as e:
+        for p in e.problems:
+            click.echo(f"error: {p}", err=True)
+    except RehearsalError as e:
+        click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
 def start_run(m, file, stages, problems, only, tracking_uri, no_tracking):
     """What every `w2s run` (language or vision) does before any compute: refuse what this machine
     cannot run (exit 3), check --only (exit 2), and start the tracker (exit 3 if it is unreachable)."""
     from .store import StageStore
-    from .tracking import TrackingError, make_tracker
+    from .trackers import make_tracker
+    from .tracking import TrackingError
 
     if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
         missing = problems(m)

@@ -130,6 +130,9 @@ def ui(port, target):
            "--default-artifact-root", (d / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     click.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {d}; Ctrl-C to stop)")
+    from .mlflow_experiment import experiment_urls   # the runs table of each experiment, not the GenAI overview
+    for line in experiment_urls(d / "mlflow.db", f"http://127.0.0.1:{port}"):
+        click.echo(f"  {line}")
     proc = subprocess.Popen(cmd, env=env)
     try:
         sys.exit(proc.wait())

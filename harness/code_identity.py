@@ -9,6 +9,7 @@ by the explicit CODE_VERSION bump in harness/plan.py and by separate roots (each
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import inspect
 import marshal
@@ -69,6 +70,29 @@ def _functions_of(obj) -> list:
     return [obj] if isinstance(obj, types.FunctionType) else []
 
 
+def _plain(value, depth: int = 0) -> str | None:
+    """A deterministic text of plain data (scalars in dicts, lists, tuples, sets, dataclasses), or None
+    for anything else (functions, tensors, caches of live objects: their repr is not stable).
+    Underscore names are never asked: they are per-process caches (`_MEMO`), not code."""
+    if isinstance(value, _CONSTANT):
+        return repr(value)
+    if depth > 4:
+        return None
+    if isinstance(value, dict):
+        items = [(_plain(k, depth + 1), _plain(v, depth + 1)) for k, v in value.items()]
+        return None if any(a is None or b is None for a, b in items) else "{" + ",".join(sorted(f"{a}:{b}" for a, b in items)) + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        parts = [_plain(v, depth + 1) for v in value]
+        if any(p is None for p in parts):
+            return None
+        return ("{" + ",".join(sorted(parts)) + "}") if isinstance(value, (set, frozenset)) else "[" + ",".join(parts) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        inner = _plain(fields, depth + 1)
+        return None if inner is None else f"{type(value).__qualname__}{inner}"
+    return None
+
+
 def _reached(obj) -> tuple[list, dict]:
     """(harness functions/classes, constants) that `obj` reaches by global name, transitively."""
     seen, consts, todo = {}, {}, [obj]
@@ -97,8 +121,8 @@ def _reached(obj) -> tuple[list, dict]:
                         todo.append(t)
                     elif isinstance(t, _CONSTANT) and t is val:
                         consts[f"{g.get('__name__')}.{name}"] = repr(t)
-                    elif isinstance(t, (tuple, frozenset)) and t is val and all(isinstance(x, _CONSTANT) for x in t):
-                        consts[f"{g.get('__name__')}.{name}"] = repr(sorted(map(repr, t)))
+                    elif t is val and not name.startswith("_") and (text := _plain(t)) is not None:
+                        consts[f"{g.get('__name__')}.{name}"] = text     # a lookup table (DEFAULT_POOLING)
     return list(seen.values()), consts
 
 
@@ -146,6 +170,12 @@ def stage_code(dataset: str, loss: str) -> dict:
     from .losses import LOSSES
     from .models import load_classifier, load_tokenizer
 
+    from .lora import apply_lora
+    from .models import FAMILY_MODULES
+
+    # family modules (harness.qwen1) are imported by name at load time: no name lookup reaches them;
+    # the adapters (train.lora) are part of the model the protocol builds
+    model = code_digest(load_classifier, load_tokenizer, apply_lora) + module_digest(*sorted(set(FAMILY_MODULES.values())))
     return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
             "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
-            "model": code_digest(load_classifier, load_tokenizer), "loss": code_digest(LOSSES[loss])}
+            "model": hashlib.sha256(model.encode()).hexdigest()[:16], "loss": code_digest(LOSSES[loss])}

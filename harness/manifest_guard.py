@@ -155,6 +155,6 @@ def size_problems(m, lines: dict, path: Path, overridden: list[str]) -> list[str
             loc = (("models", i, "epochs") if mc.epochs is not None else
                    ("train", "epochs") if m.train.epochs is not None else ("dataset", "n_docs"))
             out.append(_problem(loc, f"{math.ceil(d.n_docs / 2)} rows per half x {t['epochs']:g} epochs = {rows:.3g} "
-                                     f"training rows per stage (model {mc.label}), more than {MAX_TRAIN_ROWS:.0e}: it "
-                                     f"cannot fit in memory; the reference trains 2 epochs", path, lines, overridden))
+                                     f"training rows per stage ({rows / t['batch_size']:.3g} optimizer steps, model {mc.label}), more "
+                                     f"than {MAX_TRAIN_ROWS:.0e}: it cannot fit in memory; the reference trains 2 epochs", path, lines, overridden))
     return out

@@ -1,6 +1,11 @@
-"""What a person sees in the MLflow UI: the experiment is tagged as machine learning (MLflow 3 opens untagged
-experiments on the GenAI traces overview), a shared view with the columns people look for first, the parent
-run's description; and parent runs left RUNNING by a killed `w2s run` on this host are marked KILLED."""
+"""What a person sees in the MLflow UI: the experiment is tagged as machine learning, a shared view with the
+columns people look for first, the URL that opens it, the parent run's description; and parent runs left
+RUNNING by a killed `w2s run` on this host are marked KILLED.
+
+Why the URL and not only the tag: the MLflow 3.17 UI ignores `mlflow.experimentKind` for the landing page. It
+reads `?workflowType=` from the URL, else the browser's saved choice (localStorage `mlflow.workflowType`),
+default "genai": a bare `#/experiments/<id>` opens on the empty GenAI traces overview. The tag still names
+the experiment's type (the experiment settings, older UIs)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +15,7 @@ import socket
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"   # "Machine learning" in the UI
 VIEW_KEY = "w2s"                     # the UI loads experiment tag mlflow.sharedViewState.<key> from ?viewStateShareKey=
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
+UI_QUERY = f"workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"   # runs page, "Model training" mode
 NOTE_TAG = "mlflow.note.content"     # a run's (or experiment's) description, markdown
 COLUMNS = ["attributes.`Dataset`", "metrics.`test_acc`", "metrics.`pgr`", "metrics.`weak_acc`",
            "metrics.`ceiling_acc`", "tags.`w2s.loss`", "tags.`w2s.seed`"]
@@ -32,8 +38,8 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
     if NOTE_TAG not in exp.tags:
         client.set_experiment_tag(exp.experiment_id, NOTE_TAG, (
             f"Weak-to-strong sweeps of manifest `{name}`. One parent run per `w2s run` (its description says what "
-            f"it ran and where the report is); one child run per stage. Open the view with the usual columns: "
-            f"`#/experiments/{exp.experiment_id}/runs?viewStateShareKey={VIEW_KEY}` (docs/tracking.md)."))
+            f"it ran and where the report is); one child run per stage. The runs with the usual columns: "
+            f"`#/experiments/{exp.experiment_id}/runs?{UI_QUERY}` (docs/tracking.md)."))
     return exp.experiment_id
 
 
@@ -45,7 +51,35 @@ def set_view(client, exp_id: str, parent_id: str) -> None:
 
 
 def view_url(base: str, exp_id: str) -> str:
-    return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}"
+    """The experiment's runs table (not the GenAI overview) with the shared view's columns."""
+    return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs?{UI_QUERY}"
+
+
+def experiment_urls(db, base: str) -> list[str]:
+    """`name: URL` for each active experiment in an sqlite store (read-only; no MLflow import)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = con.execute("select experiment_id, name from experiments where lifecycle_stage = 'active' "
+                               "and experiment_id != 0 order by experiment_id").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return []
+    return [f"{name}: {view_url(base, str(eid))}" for eid, name in rows]
+
+
+def announce(uri: str, exp_id: str, manifest_path) -> None:
+    """One line on stderr: where to look at this run (a server's URL; for the embedded store, `w2s ui`)."""
+    import sys
+
+    if uri.startswith(("http://", "https://")):
+        where = view_url(uri, exp_id)
+    else:
+        where = f"`w2s ui -f {manifest_path or '<manifest>'}`, then {view_url('http://127.0.0.1:5000', exp_id)}"
+    print(f"MLflow: {where}", file=sys.stderr, flush=True)
 
 
 def describe(manifest, plan, results_dir: str, manifest_path) -> str:
@@ -62,7 +96,8 @@ def describe(manifest, plan, results_dir: str, manifest_path) -> str:
              f"seeds: {', '.join(map(str, seeds))}.",
              "",
              "Each stage is a child run (expand this row): `test_acc` on every stage, `pgr`, `weak_acc`, "
-             "`ceiling_acc` on transfer stages. The weak labels are the *Datasets* of each run.",
+             "`ceiling_acc` on transfer stages. The weak labels: the *Datasets* column of each student run, and "
+             "the artifact `weak_labels/weak_labels.parquet` of the supervisor's run.",
              "",
              f"Report: artifacts `report/report.md` (PGR table) and `report/*.png` (plots) of this run; on disk "
              f"`{results_dir}/report/report.md`. Tables: artifacts `results/` (pgr.csv, stages.csv, summary.csv). "

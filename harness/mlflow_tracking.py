@@ -156,6 +156,7 @@ class MlflowTracker(NullTracker):
         self._describe = (manifest, plan, manifest_path)
         ex.mark_killed(self.client, self.exp_id, by_run=self.parent_id)
         ex.set_view(self.client, self.exp_id, self.parent_id)
+        ex.announce(self.uri, self.exp_id, manifest_path)
         from mlflow.entities import Param
         ident = manifest.model_dump(mode="json", exclude={"output", "tracking"})
         params = [Param(k, v) for k, v in flatten(ident).items()]

@@ -31,6 +31,7 @@ from .lora import apply_lora
 from .metrics import accuracy, auroc
 from .models import load_classifier, load_tokenizer
 from .plan import Stage, build_plan
+from .rehearsal_trace import code_path
 from .runner import run_stages
 from .store import StageStore
 from . import launch, zero
@@ -97,6 +98,14 @@ def transfer(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink)
     return out
 
 
+def feature_identity(stage: Stage, pooling: str, max_ctx: int, overlength: str) -> dict:
+    """What a text's cached probe features depend on: the backbone, the pooling, the tokenization, and
+    the code that loads the model and embeds texts (a change there must not reuse old features)."""
+    code = stage.identity.get("code", {})
+    return {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS}, "pooling": pooling, "max_ctx": max_ctx,
+            "overlength": overlength, "code": {k: code.get(k) for k in ("version", "protocol", "model")}}
+
+
 def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, store: StageStore, sink) -> dict:
     """One HF Trainer run: tokenize, train, evaluate on test, optionally predict `label_rows`."""
     mc = m.model(stage.model)
@@ -143,8 +152,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     if t["linear_probe"]:
         # Frozen backbone, no dropout: pooled features are a constant per text, so compute them once
         # (cached across stages) and train the head alone (harness.features).
-        cache = FeatureCache(m.output.dir, {**{k: stage.identity["model"].get(k) for k in FEATURE_KEYS},
-                                            "pooling": pooling, "max_ctx": max_ctx, "overlength": overlength})
+        cache = FeatureCache(m.output.dir, feature_identity(stage, pooling, max_ctx, overlength))
         backbone = model
 
         def to_features(items, rows):
@@ -172,6 +180,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
            "dropped_train": drop_train, "dropped_test": drop_test, "dropped_label": drop_label,
            "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t["batch_size"] / train_s, 2),
            "model_commit": commit, "pooling": pooling, "versions": versions()}
+    out["code_path"] = code_path(model, trainer)    # what really trained it (harness.rehearsal_trace)
     if label_rows:
         out["labelled"] = (label_kept, predict(trainer, label_items))
     del trainer, model

@@ -9,6 +9,10 @@ from .plan import Stage
 from .store import StageStore, invalidate_corrupt
 
 
+class OrderError(RuntimeError):
+    """A stage asked for (--only, --shard) before the stage it trains on: a usage error, exit 2."""
+
+
 def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
     """Shard i of n owns a weak supervisor together with all its students, so shards never wait on
     each other; ceilings are spread by their own key. Shards sharing a tracking server then reuse
@@ -30,7 +34,8 @@ def run_stages(plan: list[Stage], store: StageStore, tracker, execute: Callable[
     todo = [s for s in plan if (not only or s.key.startswith(tuple(only))) and in_shard(s, shard)]
     if only and not todo:
         raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")
-    drive(todo, plan, store, tracker, backend or LocalBackend(execute), force=force, echo=echo, pgr_of=pgr_of)
+    drive(todo, plan, store, tracker, backend or LocalBackend(execute), force=force, echo=echo, pgr_of=pgr_of,
+          order_error=OrderError)
 
 
 def pgr_of(stage: Stage, metrics: dict, store: StageStore, plan: list[Stage]) -> dict:

@@ -1,5 +1,6 @@
-"""Tracking interface used by the protocol. `NullTracker` records nothing; the MLflow tracker lives in
-harness.mlflow_tracking and is chosen by `make_tracker`."""
+"""The tracking interface at the bottom of the layers: `NullTracker` records nothing (but builds the report),
+`TrackingError`. The MLflow implementation (harness.mlflow_*) builds on it; harness.trackers.make_tracker
+chooses between them. Nothing here imports an implementation."""
 from __future__ import annotations
 
 import contextlib
@@ -44,22 +45,6 @@ def build_report_quietly(results_dir: Path) -> None:
     except Exception as e:  # noqa: BLE001
         import sys
         print(f"warning: report not built: {type(e).__name__}: {e}", file=sys.stderr)
-
-
-def make_tracker(manifest, uri: str | None = None, enabled: bool | None = None):
-    on = manifest.tracking.mlflow if enabled is None else enabled
-    if not on:
-        return NullTracker()
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is None:   # mlflow_tracking imports mlflow lazily: check here
-        import sys
-        print("warning: mlflow is not installed (pip install 'w2s-harness[tracking]'); nothing is tracked",
-              file=sys.stderr)
-        return NullTracker()
-    from .mlflow_tracking import MlflowTracker
-
-    return MlflowTracker(manifest, uri)
 
 
 class TrackingError(RuntimeError):

@@ -104,3 +104,30 @@ def children(c, exp_id: str) -> list:
 
 def parents(c, exp_id: str) -> list:
     return c.search_runs([exp_id], "tags.`w2s.role` = 'parent'", max_results=1000)
+
+
+_CACHED: dict = {}
+
+
+def cached_tiny(tmp_path_factory) -> Path:
+    """tiny.yaml whose 4 stages (FAST) are in the stage cache, trained once per test session without
+    tracking; `seed_output(dst)` copies them into another output dir, so a tracked run there only tracks."""
+    if "path" not in _CACHED:
+        root = tmp_path_factory.mktemp("cached_tiny")
+        path = make_tiny(root)
+        res = w2s(["run", path, "--no-tracking", *FAST])
+        assert res.exit_code == 0, res.output
+        _CACHED["path"] = path
+    return _CACHED["path"]
+
+
+def seed_output(path: Path, dst: Path) -> Path:
+    """A new output dir holding a copy of the cached stages of `path`'s sweep (no MLflow store)."""
+    import shutil
+
+    shutil.copytree(Path(path).parent / "runs" / "stages", Path(dst) / "stages")
+    return Path(dst)
+
+
+def run_args(path: Path, out: Path, *extra) -> list[str]:
+    return ["run", str(path), *FAST, "-o", f"output.dir={out}", *map(str, extra)]

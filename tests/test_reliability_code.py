@@ -118,7 +118,7 @@ def test_tracking_server_restore_matches_by_key(tiny, tmp_path, monkeypatch):
     from harness.mlflow_tracking import default_uri
     from harness.runner import run_stages
     from harness.store import StageStore
-    from harness.tracking import make_tracker
+    from harness.trackers import make_tracker
 
     def fake(store, ran):
         def execute(stage, sink):
@@ -156,3 +156,108 @@ def test_protocol_modules_are_in_every_stage_identity(tiny, module):
     assert module in PROTOCOL_MODULES
     for s in build_plan(load(tiny)):
         assert set(s.identity["code"]) == {"version", "protocol", "data", "formatter", "model", "loss"}
+
+
+# -- vision stages (vision/plan.py): the same rule ------------------------------------------------------
+
+def vision_manifest(tmp_path):
+    import yaml
+
+    m = {"name": "vision-code", "seeds": [0], "output": {"dir": str(tmp_path / "runs")},
+         "vision": {"dataset": "synthetic", "n_classes": 3,
+                    "split": {"n_images": 120, "n_weak_train": 30, "n_train": 50, "n_test": 40},
+                    "weak": {"id": "small_cnn", "width": 4, "epochs": 1},
+                    "strong": [{"id": "tiny_cnn", "width": 4}]}}
+    path = tmp_path / "vision.yaml"
+    path.write_text(yaml.safe_dump(m))
+    return path
+
+
+def vision_keys(path) -> dict:
+    from vision.plan import build_plan as vision_plan
+
+    return {s.slug: s.key for s in vision_plan(load(path))}
+
+
+def test_vision_stages_carry_the_code_that_computes_them(tmp_path, monkeypatch):
+    from vision import models, protocol
+
+    path = vision_manifest(tmp_path)
+    base = vision_keys(path)
+    weak, ceiling, student = "gt small_cnn train1 s0", "gt tiny_cnn train2 s0", "transfer small_cnn->tiny_cnn xent s0"
+    assert set(base) == {weak, ceiling, student}
+    assert all(set(s.identity["code"]) == {"version", "stage"} for s in
+               __import__("vision.plan", fromlist=["build_plan"]).build_plan(load(path)))
+
+    def probe_with_other_loss(x, t, x_test, y_test, cfg, schedule, seed, sink=None):
+        return protocol.softmax(x_test[:, :3]), {"steps": 0, "test_acc": []}
+
+    monkeypatch.setattr(protocol, "train_probe", probe_with_other_loss)   # the probe (and its loss)
+    assert changed(base, vision_keys(path)) == {ceiling, student}
+    monkeypatch.undo()
+    assert vision_keys(path) == base
+    monkeypatch.setattr(models, "train_small_cnn", lambda model, x, y, r, seed, sink=None: None)   # weak training
+    assert changed(base, vision_keys(path)) == {weak, student}, "the student follows its teacher's key"
+    monkeypatch.undo()
+    monkeypatch.setattr(models, "load", lambda r, n_classes=None: None)                            # model loading
+    assert changed(base, vision_keys(path)) == set(base)
+
+
+def test_vision_feature_cache_keys_on_the_model_code(monkeypatch):
+    """Frozen features are cached across runs (vision.features): a change of the code that builds the
+    model or feeds it images must not reuse the old features."""
+    from vision import data, features, models
+
+    ds = data.synthetic(12, 3)
+    r = {"id": "tiny_cnn", "weights": None, "sha256": None, "hub_commit": None, "transform": "cifar", "image_size": 32}
+    base = features.identity(r, ds, "features")
+    monkeypatch.setattr(models, "conv_net", lambda width, n_classes: None)
+    assert features.identity(r, ds, "features") != base
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "to_tensor", lambda img, transform, size: None)
+    assert features.identity(r, ds, "features") != base
+    monkeypatch.undo()
+    assert features.identity(r, ds, "features") == base
+
+
+def test_probe_feature_cache_keys_on_the_model_code(tiny, monkeypatch):
+    """Linear-probe features are cached across stages and runs (harness.features): a stage recomputed
+    because the model-loading code changed must not read features the old code computed."""
+    from harness import models
+    from harness.protocol import feature_identity
+
+    def ident():
+        return feature_identity(build_plan(load(tiny))[0], "last", 24, "drop")
+
+    base = ident()
+    assert base["code"]["model"] and base["code"]["protocol"]
+    monkeypatch.setattr(models, "load_classifier", lambda *a, **k: None)
+    assert ident() != base
+    monkeypatch.undo()
+    assert ident() == base
+    monkeypatch.setitem(losses.LOSSES, "xent", flipped_xent)
+    assert ident() == base, "the training loss does not change a frozen backbone's features"
+
+
+def test_lookup_tables_count_caches_do_not(tiny, monkeypatch):
+    """A module-level table of plain data that the code reads (the encoders' default pooling) is part of
+    the digest; a per-process cache (an underscore name filled while running) is not, or keys would
+    move in the middle of a run."""
+    from harness import models
+    from vision import features
+
+    base = keys(tiny)
+    monkeypatch.setitem(models.DEFAULT_POOLING, "encoder", "cls")
+    assert changed(base, keys(tiny)) == set(base), "every stage loads a model through this table"
+    monkeypatch.undo()
+    assert keys(tiny) == base
+    from harness import lora
+
+    monkeypatch.setattr(lora, "default_targets", lambda config: ["c_attn"])    # where LoRA adapters go
+    assert changed(base, keys(tiny)) == set(base)
+    monkeypatch.undo()
+    from harness.code_identity import code_digest
+
+    before = code_digest(features.outputs)
+    monkeypatch.setitem(features._MEMO, "some-key", object())
+    assert code_digest(features.outputs) == before

@@ -33,6 +33,14 @@ def manifest(tmp_path, text, name="m.yaml"):
     (BASE + "train:\n  epochs: .nan\n", ["m.yaml:5", "train.epochs", "not a finite number"]),
     (BASE + "losses: [{name: logconf, params: {aux_coef: -.inf}}]\n", ["losses.0.params.aux_coef", "finite"]),
     (BASE + "train: {epochs: 1.0e9}\n", ["train.epochs", "cannot fit in memory"]),
+    # the spellings: YAML reads `1e9` as a string (pydantic then parses it) and `10**12` as text
+    (BASE + "train: {epochs: 1e9}\n", ["m.yaml:4", "train.epochs", "1000 rows per half x 1e+09 epochs = 1e+12 "
+                                        "training rows per stage (3.12e+10 optimizer steps", "cannot fit in memory"]),
+    (BASE.replace("n_docs: 2000", "n_docs: 10**12"), ["m.yaml:2", "dataset.n_docs", "valid integer", "'10**12'"]),
+    (BASE.replace("n_docs: 2000", "n_docs: 500000000"), ["dataset.n_docs", "250000000 rows per half x 2 epochs",
+                                                         "cannot fit in memory"]),
+    (BASE.replace("models: [{id: gpt2}", "models: [{id: gpt2, epochs: 1.0e8}"), ["m.yaml:3", "models.0.epochs",
+                                                                                 "model gpt2)", "cannot fit"]),
     (BASE.replace("n_docs: 2000", "n_docs: 1000000000000"), ["dataset.n_docs", "more than any dataset"]),
     (BASE + "seeds: [0, 100000000000000000000000]\n", ["m.yaml:4", "seeds.1", "outside 0..2**32-1"]),
     (BASE.replace("name: probe", "name: .."), ["m.yaml:1", "name", "not a safe folder name"]),

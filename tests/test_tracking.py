@@ -142,7 +142,7 @@ def test_tracker_keeps_its_uri_to_itself(tiny, monkeypatch):
     next run in the same process would record into this run's store."""
     import os
 
-    from harness.tracking import make_tracker
+    from harness.trackers import make_tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     m = load(tiny)

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from helpers_mlflow import FAST, W2S, MlflowServer, children, clean_env, client, make_tiny, w2s
+from helpers_mlflow import FAST, W2S, MlflowServer, children, clean_env, client, make_tiny, parents, w2s
 
 from harness.manifest import load
 from harness.mlflow_tracking import MlflowTracker
@@ -65,6 +65,13 @@ def test_killed_run_resumes_without_duplicates(server, machine_a):
     assert all(r.info.status == "FINISHED" and r.data.tags.get("w2s.complete") == "true" for r in kids)
     transfer = next(r for r in kids if r.data.tags["w2s.stage_kind"] == "transfer")
     assert "pgr" in transfer.data.metrics
+    # the SIGKILLed run's parent, left RUNNING by the kill, was marked KILLED by the resumed run (issue #16)
+    ps = parents(c, exp.experiment_id)
+    assert sorted(p.info.status for p in ps) == ["FINISHED", "FINISHED", "KILLED"]
+    (dead,) = [p for p in ps if p.info.status == "KILLED"]
+    resumed = min((p for p in ps if p.info.status == "FINISHED"), key=lambda p: p.info.start_time)
+    assert dead.data.tags["w2s.killed_noticed_by"] == resumed.info.run_id
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     arts = {a.path for a in c.list_artifacts(transfer.info.run_id, "stage")}
     assert "stage/metrics.json" in arts
 

@@ -93,3 +93,32 @@ def test_transfer_run_page_shows_pgr_and_weak_labels(ui):
     text2 = browse(f"{base}/{teacher.info.run_id}/artifacts", shot2)
     assert "weak_labels" in text2 and "predictions" in text2, text2[:3000]
     assert shot2.exists() and shot2.stat().st_size > 20_000
+
+
+def test_experiment_url_opens_on_runs_table_against_server(tmp_path_factory, tmp_path, monkeypatch):
+    """Issue #18: the URL `w2s run` prints for a server opens the runs table with the parent run, not the
+    GenAI traces overview (MLflow 3.17 decides that page from ?workflowType=, not from the experiment tag)."""
+    from helpers_mlflow import MlflowServer, cached_tiny, run_args, seed_output
+
+    chromium()
+    srv = MlflowServer(tmp_path / "server").start()
+    try:
+        tiny = cached_tiny(tmp_path_factory)
+        out = seed_output(tiny, tmp_path / "out")
+        res = w2s([*run_args(tiny, out), "--tracking-uri", srv.uri], monkeypatch)
+        assert res.exit_code == 0, res.output
+        url = next(x for x in res.output.splitlines() if x.startswith("MLflow: ")).split(" ", 1)[1]
+        assert url.startswith(srv.uri + "/#/experiments/")
+        c = client(srv.uri)
+        exp = c.get_experiment_by_name("tiny")
+        (parent,) = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("w2s.role") == "parent"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "mlflow_experiment_runs.png"
+        text = browse(url, shot)
+        assert "Traces 0" not in text and "No data available for the selected time range" not in text, text[:3000]
+        assert "Run Name" in text and "matching runs" in text, text[:3000]          # the runs table
+        assert parent.data.tags["mlflow.runName"] in text, text[:3000]               # with the parent run
+        assert "pgr" in text                                                         # a shared-view column
+        assert shot.exists() and shot.stat().st_size > 20_000
+    finally:
+        srv.stop()

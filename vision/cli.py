@@ -1,5 +1,5 @@
 """`w2s plan` / `w2s run` for vision manifests (harness.cli hands them over after loading the manifest).
-The same tracker (harness.tracking.make_tracker), stage store, results tables and exit codes as the
+The same tracker (harness.trackers.make_tracker), stage store, results tables and exit codes as the
 language path: 2 = invalid, 3 = this machine cannot run it (reported before any compute)."""
 from __future__ import annotations
 

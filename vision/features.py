@@ -24,9 +24,12 @@ def device() -> torch.device:
 
 
 def identity(r: dict, ds: data.ImageSet, what: str) -> dict:
+    from harness.code_identity import code_digest
+
+    # the code that builds the model and feeds it images: a change there must not reuse old features
     return {"what": what, "model": {k: r[k] for k in ("id", "weights", "sha256", "hub_commit")},
             "transform": data.transform_id(r["transform"], r["image_size"]), "data": ds.fingerprint,
-            "n": len(ds.ids)}
+            "n": len(ds.ids), "code": code_digest(models.load, data.batches)}
 
 
 def outputs(out_dir: str | Path, r: dict, ds: data.ImageSet, what: str, batch: int, echo=print) -> tuple[np.ndarray, dict]:

@@ -55,20 +55,35 @@ def image_set(m: VisionManifest) -> data.ImageSet:
     return _SETS[key]
 
 
+def stage_code() -> dict:
+    """The code part of a vision stage's identity, per role (docs/caching.md): the function that computes
+    it and everything of vision/ and harness/ it reaches (weak training, model loading, transforms, the
+    probe and its loss). A change recomputes exactly the stages that run it (students via teacher keys)."""
+    from harness.code_identity import CODE_VERSION, code_digest
+
+    from . import protocol       # imported here: vision.protocol imports this module
+
+    return {role: {"version": CODE_VERSION, "stage": code_digest(fn)}
+            for role, fn in (("weak", protocol.supervise), ("ceiling", protocol.ceiling), ("transfer", protocol.transfer))}
+
+
 def build_plan(m: VisionManifest) -> list[Stage]:
     v = m.vision
     base = {"vision": True, "data": data_identity(m), "split": v.split.model_dump(), "harness": __version__}
+    code = stage_code()
     probe = {**v.probe.model_dump(), "schedule": m.fidelity.schedule, "head": "linear+bias", "seeded": "torch+order"}
     weak_stages, ceilings, transfers = [], [], []
     for seed in m.seeds:
-        ident = {**base, "kind": "gt", "half": "train1", "model": v.weak.resolved(), "seed": seed}
+        ident = {**base, "kind": "gt", "half": "train1", "model": v.weak.resolved(), "seed": seed,
+                 "code": code["weak"]}
         w = Stage(content_key(ident), "gt", v.weak.label, seed, "train1", XENT, ident, roles=["weak"])
         weak_stages.append(w)
         for s in v.strong:
-            ident = {**base, "kind": "gt", "half": "train2", "model": s.resolved(), "probe": probe, "seed": seed}
+            ident = {**base, "kind": "gt", "half": "train2", "model": s.resolved(), "probe": probe, "seed": seed,
+                     "code": code["ceiling"]}
             ceilings.append(Stage(content_key(ident), "gt", s.label, seed, "train2", XENT, ident, roles=["ceiling"]))
             ident = {**base, "kind": "transfer", "model": s.resolved(), "probe": probe, "seed": seed, "teacher": w.key,
-                     "loss": XENT}
+                     "loss": XENT, "code": code["transfer"]}
             transfers.append(Stage(content_key(ident), "transfer", s.label, seed, "train2", XENT, ident,
                                    weak=v.weak.label, teacher=w.key))
     return weak_stages + ceilings + transfers

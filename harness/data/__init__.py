@@ -80,6 +80,8 @@ def local_path(spec: DatasetSpec, split: str, source: str | None) -> Path | None
     if root is None:
         return None
     rel = spec.local_files.get(split)
+    if rel is None and (root / spec.name / f"{split}.jsonl").is_file():   # the layout's default file name
+        rel = f"{spec.name}/{split}.jsonl"
     if rel is None and not source:
         return None
     if rel is None:

@@ -60,7 +60,8 @@ class _Active:
     started: float = field(default_factory=time.time)
 
 
-def drive(todo, plan, store, tracker, backend, *, force: bool = False, echo=print, pgr_of=None) -> None:
+def drive(todo, plan, store, tracker, backend, *, force: bool = False, echo=print, pgr_of=None,
+          order_error=RuntimeError) -> None:
     n = len(todo)
     pos = {s.key: i for i, s in enumerate(todo, 1)}
     claims = Claims(store.root.parent)
@@ -82,7 +83,8 @@ def drive(todo, plan, store, tracker, backend, *, force: bool = False, echo=prin
             return False
         if t in active or any(w.key == t for w in waiting) or claims.holder(t):
             return True          # trained here or by another process: wait for its labels
-        raise RuntimeError(f"{stage.slug}: its teacher stage {t[:12]} has not finished; run without --only first")
+        raise order_error(f"{stage.slug}: its teacher stage {t[:12]} has not finished (or was found corrupt and "
+                          f"discarded); run it first: drop --only/--shard, or add --only {t[:12]}")
 
     def try_start(stage) -> bool:
         """True when the stage left the waiting list (cached, fetched or started)."""
