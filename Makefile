@@ -61,10 +61,14 @@ test-real: seed-cache
 # The paper tier: every reference dataset on the GPT-2 -> Qwen-14B ladder (GPU nodes with the hub).
 #   make reproduce-paper DRY_RUN=1                     the plan with GPU-hour estimates
 #   make reproduce-paper DATASETS="sciq boolq" MODELS=gpt2,gpt2-xl,Qwen-7B
+#   make reproduce-paper EXECUTOR=ray RAY_ADDRESS=head:6379 MLFLOW_TRACKING_URI=http://mlflow:5000
 # Inside the trainer container when a docker engine is up and the image exists, else on the host.
 DATASETS ?= sciq amazon_polarity boolq cosmos_qa anthropic_hh
 MODELS ?=
 DRY_RUN ?=
+# EXECUTOR=ray: every uncached stage is a Ray task (RAY_ADDRESS=HOST:PORT, or a local instance); docs/scale-out.md
+EXECUTOR ?= local
+RAY_ADDRESS ?=
 PAPER_W2S = $(if $(shell docker image inspect localhost/w2s-harness:dev >/dev/null 2>&1 && echo y),docker compose run --rm trainer,$(W2S))
 # REHEARSAL=1: the same manifests on CPU with tiny stand-ins (docs/rehearsal.md): each dataset runs the
 # sub-ladder below (every model and launch path once over the five), then report --compare (exit 1 = numbers
@@ -89,7 +93,8 @@ ifneq ($(REHEARSAL),)
 else
 	@set -e; for ds in $(DATASETS); do \
 	  if [ -n "$(DRY_RUN)" ]; then $(W2S) plan experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)); \
-	  else $(PAPER_W2S) run experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)) && \
+	  else $(PAPER_W2S) run experiments/paper/$$ds.yaml $(if $(MODELS),--models $(MODELS)) --executor $(EXECUTOR) \
+	       $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS)) && \
 	       $(W2S) report runs/paper-$$ds --compare experiments/expected/$$ds.yaml; fi; \
 	done
 endif

@@ -114,10 +114,16 @@ def plan(file, overrides, models, check):
 @click.option("--no-tracking", is_flag=True, help="record nothing in MLflow")
 @click.option("--models", default=None, help="comma-separated model names: run a sub-ladder")
 @click.option("--rehearsal", is_flag=True, help="tiny random stand-ins of the same architectures, small data, own output dir and experiment (docs/rehearsal.md)")
-def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, rehearsal):
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="where stages train: this process, or one Ray task each (docs/scale-out.md)")
+@click.option("--address", default=None, metavar="HOST:PORT", help="--executor ray: the cluster (default: $RAY_ADDRESS, else a local Ray instance)")
+def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, rehearsal, executor, address):
     """Run the plan: every uncached stage, then the results table."""
     from .tracking import TrackingError
 
+    if address and executor != "ray":
+        click.echo("error: --address is for --executor ray (add --executor ray)", err=True)
+        sys.exit(2)
     if rehearsal:    # the manifest as written, models and data swapped (harness.rehearsal); then the usual run
         file, overrides, models, source = _rehearsal_manifest(file, overrides, models), (), None, file
 
@@ -139,7 +145,7 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, 
             from .rehearsal import finish as rehearsal_finish
             return [f"rehearsal of {source}: {p}" for p in rehearsal_finish(m, Path(file), stages, tracker, out)]
     pipeline.run(m, file, _console(), force=force, only=only, shard=shard, tracking_uri=tracking_uri,
-                 no_tracking=no_tracking, after=after)
+                 no_tracking=no_tracking, after=after, executor=executor, address=address)
 
 
 @main.command()

@@ -83,7 +83,7 @@ class Language(Kind):
 
         return (DataError, *super().input_errors)
 
-    def run_stages(self, m, tracker, *, force=False, only=(), shard=None, echo=print):
+    def run_stages(self, m, tracker, *, force=False, only=(), shard=None, echo=print, backend=None):
         from . import protocol
 
-        protocol.run(m, tracker, force=force, only=only, shard=shard, echo=echo)
+        protocol.run(m, tracker, force=force, only=only, shard=shard, echo=echo, backend=backend)

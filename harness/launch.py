@@ -41,14 +41,25 @@ def command(res: dict, port: int, worker_args: list[str]) -> list[str]:
                 f"--nnodes={res['nodes']}", "--master_addr=127.0.0.1", f"--master_port={port}",
                 "-m", "harness.worker", *worker_args]
     if res["launcher"] == "deepspeed":
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(res["gpus"]),
-               "--num_nodes", str(res["nodes"]), "--master_port", str(port)]
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", *deepspeed_gpus(res), "--master_port", str(port)]
         if res["hostfile"]:
             cmd += ["--hostfile", str(res["hostfile"])]
         else:
             cmd += ["--master_addr", "127.0.0.1"]
         return cmd + ["--no_local_rank", "--module", "harness.worker", *worker_args]
     raise ValueError(f"unknown launcher {res['launcher']!r}")
+
+
+def deepspeed_gpus(res: dict) -> list[str]:
+    """DeepSpeed's runner ignores CUDA_VISIBLE_DEVICES once --num_gpus is given and takes GPUs 0..N-1; inside
+    a Ray task (or any job given some GPUs) those belong to someone else: name the granted ones instead."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if res["hostfile"] or res["nodes"] > 1 or not visible or not all(d.isdigit() for d in visible):
+        return ["--num_gpus", str(res["gpus"]), "--num_nodes", str(res["nodes"])]
+    if len(visible) < res["gpus"]:
+        raise RuntimeError(f"resources.gpus={res['gpus']} but CUDA_VISIBLE_DEVICES={','.join(visible)} grants "
+                           f"{len(visible)} GPU(s); lower resources.gpus or grant more")
+    return ["--include", "localhost:" + ",".join(visible[:res["gpus"]])]
 
 
 def worker_env() -> dict:

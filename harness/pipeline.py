@@ -80,7 +80,7 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,
-        after=None) -> None:
+        after=None, executor: str = "local", address: str | None = None) -> None:
     """Gate, run the uncached stages, then collect, write and track the results tables, and print them.
     The tables are written even when a stage fails: what finished is kept and reported. `after(m, stages,
     tracker, out) -> problems`, if given, checks the finished run (the rehearsal's); a problem fails it (exit 2)."""
@@ -90,23 +90,41 @@ def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None
     if shard is not None and not kind.shardable:
         click.echo(f"error: --shard is not supported for {kind.name} manifests (features are shared by all stages)", err=True)
         sys.exit(2)
+    if executor != "local" and kind.name != "language":
+        click.echo(f"error: --executor {executor} is not supported for {kind.name} manifests; use --executor local", err=True)
+        sys.exit(2)
     stages = plan_or_exit(m, file)
     shard = parse_shard(shard)
-    tracker = gate(m, file, stages, kind.preflight, only, tracking_uri, no_tracking)
+    backend, problems, extra = None, kind.preflight, {}
+    if executor == "ray":    # an unreachable cluster, or a stage no node can hold: exit 3 before anything runs
+        from .executors.ray_backend import RayBackend, RayUnavailable, driver_problems
+
+        try:
+            backend, problems = RayBackend(m, stages, address, console.print), driver_problems(kind.preflight)
+        except RayUnavailable as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(3)
+        extra = {"backend": backend}     # harness.executors: where the stages train (docs/scale-out.md)
+    tracker = gate(m, file, stages, problems, only, tracking_uri, no_tracking)
     # torch/transformers load only now: a dead tracking server is reported within seconds, before this
     from . import results
     from .store import StageStore
 
     ok = False
     try:
-        kind.run_stages(m, tracker, force=force, only=only, shard=shard, echo=console.print)
+        kind.run_stages(m, tracker, force=force, only=only, shard=shard, echo=console.print, **extra)
         ok = True
     except kind.input_errors as e:     # bad input found before the stage trains
         click.echo(f"error: {e}", err=True)
     finally:
-        tables = kind.collect(m, stages, StageStore(m.output.dir))
-        out = results.write(m, tables, Path(m.output.dir) / m.name, kind.data_identity)
-        tracker.finish(tables, out, ok=ok)
+        if backend is not None:
+            backend.close()
+        from .claims import Claims
+
+        with Claims(m.output.dir).wait(f"results-{m.name}"):    # another `w2s run` on this output dir may write them too
+            tables = kind.collect(m, stages, StageStore(m.output.dir))
+            out = results.write(m, tables, Path(m.output.dir) / m.name, kind.data_identity)
+            tracker.finish(tables, out, ok=ok)
         if after is not None:
             problems = after(m, stages, tracker, out)
             for p in problems:

@@ -44,7 +44,7 @@ _FROZEN: dict[tuple, tuple] = {}   # loaded probe backbones, reused across stage
 
 
 def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = (),
-        shard: tuple[int, int] | None = None, echo=print) -> list[Stage]:
+        shard: tuple[int, int] | None = None, echo=print, backend=None) -> list[Stage]:
     plan = build_plan(m)
     store = StageStore(m.output.dir)
     splits: dict[int, Splits] = {}
@@ -56,7 +56,7 @@ def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = ()
             return launch.run_stage(m, stage, store, sink, echo=echo)
         return (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
 
-    run_stages(plan, store, tracker, execute, force=force, only=only, shard=shard, echo=echo)
+    run_stages(plan, store, tracker, execute, force=force, only=only, shard=shard, echo=echo, backend=backend)
     return plan
 
 

@@ -25,30 +25,17 @@ def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
 
 def run_stages(plan: list[Stage], store: StageStore, tracker, execute: Callable[[Stage, object], dict], *,
                force: bool = False, only: tuple[str, ...] = (), shard: tuple[int, int] | None = None,
-               echo=print) -> None:
+               echo=print, backend=None) -> None:
+    """`backend`: where stages train (harness.executors); default: in this process, one at a time.
+    Every executor takes a stage claim first, so concurrent `w2s run`s never train a stage twice."""
+    from .executors import LocalBackend, drive
+
     invalidate_corrupt(plan, store, echo)   # files that do not match done.json: recompute, with dependants
     todo = [s for s in plan if (not only or s.key.startswith(tuple(only))) and in_shard(s, shard)]
     if only and not todo:
         raise ValueError(f"--only {', '.join(only)}: no stage key starts with it (see `w2s plan`)")
-    for i, stage in enumerate(todo, 1):
-        if not force and not store.is_done(stage.key) and tracker.restore(stage, store):
-            echo(f"[{i}/{len(todo)}] {stage.slug}: fetched from the tracking server ({stage.key[:12]})")
-            continue
-        if store.is_done(stage.key) and not force:
-            echo(f"[{i}/{len(todo)}] {stage.slug}: cached ({stage.key[:12]})")
-            tracker.stage_cached(stage, store.metrics(stage.key), store.dir(stage.key))
-            continue
-        if stage.teacher and not store.is_done(stage.teacher):
-            raise OrderError(f"{stage.slug}: its teacher stage {stage.teacher[:12]} has not finished "
-                             f"(or was found corrupt and discarded); run it first: drop --only/--shard, or add "
-                             f"--only {stage.teacher[:12]}")
-        echo(f"[{i}/{len(todo)}] {stage.slug}: running ({stage.key[:12]})")
-        with tracker.stage(stage) as sink:
-            metrics = execute(stage, sink)
-            metrics.update(pgr_of(stage, metrics, store, plan))
-            store.finish(stage.key, metrics)
-            tracker.stage_finished(stage, metrics, store.dir(stage.key))
-        echo(f"    test_acc={metrics['test_acc']:.4f}" + (f" pgr={metrics['pgr']:.3f}" if "pgr" in metrics else ""))
+    drive(todo, plan, store, tracker, backend or LocalBackend(execute), force=force, echo=echo, pgr_of=pgr_of,
+          order_error=OrderError)
 
 
 def pgr_of(stage: Stage, metrics: dict, store: StageStore, plan: list[Stage]) -> dict:
