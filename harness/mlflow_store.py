@@ -57,12 +57,14 @@ def head_revision() -> str:
 
 
 def diagnose(db: Path) -> str | None:
-    """None when `db` is a complete MLflow store at this MLflow's schema head, else why not (read-only)."""
+    """None when `db` is a complete MLflow store at this MLflow's schema head, else why not. Opened read-write
+    (never created): a run SIGKILLed mid-transaction leaves a hot journal (mlflow.db-journal) that only a
+    writable connection rolls back; read-only, sqlite refuses the whole file ("readonly database")."""
     from mlflow.store.db.base_sql_model import Base
     from mlflow.store.db.utils import _get_latest_schema_revision  # noqa: F401 - registers every ORM table
 
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True)
         try:
             tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
             rev = con.execute("select version_num from alembic_version").fetchall() if "alembic_version" in tables else []

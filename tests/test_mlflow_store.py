@@ -155,3 +155,28 @@ def test_in_process_run_after_repair_keeps_cli_contract(tiny, tmp_path, monkeypa
     res = w2s(run_args(tiny, out), monkeypatch)
     assert res.exit_code == 0, res.output
     assert_tracked(out)
+
+
+def test_a_hot_journal_left_by_a_killed_writer_is_rolled_back_not_called_broken(tmp_path):
+    """A process SIGKILLed inside an sqlite write transaction leaves mlflow.db-journal (a hot journal).
+    The store is sound: the next connection that may write rolls the journal back. Diagnosing it through a
+    read-only connection failed with "attempt to write a readonly database" and sent the user to repair."""
+    from harness.mlflow_store import ensure
+
+    d = ensure(tmp_path / "mlflow")
+    db = d / DB if (d / DB).exists() else tmp_path / "mlflow" / DB
+    assert diagnose(db) is None
+    # a 1-page cache makes sqlite spill the transaction into the database file before the commit: the
+    # journal is then hot (synced header), as after a kill during MLflow's larger writes
+    writer = ("import os, sqlite3, sys; con = sqlite3.connect(sys.argv[1]); con.execute('pragma cache_size=1'); "
+              "con.execute('begin immediate'); con.execute('create table w2s_torn (x)'); "
+              "[con.execute('insert into w2s_torn values (?)', (os.urandom(3000),)) for _ in range(300)]; "
+              "con.execute(\"update experiments set name = 'half-written'\"); os.kill(os.getpid(), 9)")
+    p = subprocess.run([sys.executable, "-c", writer, str(db)], capture_output=True, timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    assert Path(str(db) + "-journal").exists(), "the killed writer left no hot journal: the test proves nothing"
+    assert diagnose(db) is None
+    import sqlite3
+    con = sqlite3.connect(db)
+    assert "w2s_torn" not in {r[0] for r in con.execute("select name from sqlite_master")}
+    con.close()
