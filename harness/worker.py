@@ -65,7 +65,11 @@ def main(argv=None) -> int:
         return 2
     matches = [s for s in build_plan(m) if s.key.startswith(a.stage)]
     if len(matches) != 1:
-        print(f"--stage {a.stage}: {len(matches)} stages match; give a longer key (see `w2s plan`)", file=sys.stderr)
+        why = ("give a longer key (see `w2s plan`)" if len(a.stage) < 64 else
+               # the driver passes the full key: the worker's own plan differs, i.e. the harness code (part of
+               # every key, docs/caching.md) or the manifest changed after the driver planned
+               "the harness code or the manifest changed since `w2s run` planned this stage; run it again")
+        print(f"--stage {a.stage}: {len(matches)} stages match; {why}", file=sys.stderr)
         return 2
     stage = matches[0]
     mc = m.model(stage.model)
