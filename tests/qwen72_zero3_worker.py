@@ -1,4 +1,4 @@
-"""Launched by tests/test_qwen72.py on 2 gloo ranks (torchrun): train MANIFEST's first model as harness.protocol
+"""Launched by tests/test_qwen72.py on 2 gloo ranks (torchrun): train MANIFEST's last model as harness.protocol
 does (arguments first, so HF's zero.Init partitions the model as it is built; the harness's DeepSpeed config,
 W2STrainer, Adafactor) for 3 optimizer steps, then write rank 0's findings to OUT/result.json.
 Usage: python -m torch.distributed.run --nproc_per_node=2 qwen72_zero3_worker.py MANIFEST OUT"""
@@ -26,9 +26,11 @@ def gathered(model) -> dict:
 
 def main(manifest: str, out: str) -> None:
     m = load(manifest)
-    mc = m.models[0]
+    mc = m.models[-1]
     t, r = m.resolved_train(mc), zero.resolve(m, mc)
     cfg = zero.validate(zero.ds_config(m, mc, r), r["world"])
+    zero.activate(cfg)
+    deepspeed.init_distributed(dist_backend="gloo")   # as harness.worker: up before zero.Init parses the config
     args = training_args(Path(out) / "trainer", t, 0, STEPS, r["world"], "mixed", 1, deepspeed=cfg)
     _ = args.device     # the process group before zero.Init
     tok = load_tokenizer(mc.id, None, True)
@@ -49,7 +51,9 @@ def main(manifest: str, out: str) -> None:
                "losses": [h["loss"] for h in hist if "loss" in h],
                "lrs": [h["learning_rate"] for h in hist if "learning_rate" in h],
                "tensors": len(before), "changed": sum(not torch.equal(before[n], after[n]) for n in before),
-               "unchanged": [n for n in before if torch.equal(before[n], after[n])]}
+               "unchanged": [n for n in before if torch.equal(before[n], after[n])],
+               "ndim": {n: v.dim() for n, v in before.items()},
+               "max_change": {n: float((after[n] - before[n]).abs().max()) for n in before}}
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "result.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res), flush=True)
