@@ -107,10 +107,10 @@ def test_explicit_offload_with_adafactor_is_refused_before_compute(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_plan_warns_that_zero_changes_adafactor():
-    m = load(_q72(Path("/tmp")))
+def test_plan_warns_that_zero_changes_adafactor(tmp_path):
+    m = load(_q72(tmp_path))
     assert any("Adafactor steps on flat 1-D fp32 partitions" in w for w in lint(m))
-    single = load(_q72(Path("/tmp")), ["models.1.resources={launcher: none}"])
+    single = load(_q72(tmp_path), ["models.1.resources={launcher: none}"])
     assert not any("flat 1-D" in w for w in lint(single))
 
 
