@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .pipeline import load_or_exit as _load, plan_or_exit as _plan
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -16,36 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, width=int(os.environ.get("COLUMNS", 140)))
-
-
-def _load(path: str, overrides=(), models: str | None = None):
-    from .manifest import ManifestError, lint, load
-
-    try:
-        m = load(path, list(overrides))
-        if models:
-            m = m.select_models([x.strip() for x in models.split(",") if x.strip()])
-    except ManifestError as e:
-        for p in e.problems:
-            click.echo(f"error: {p}", err=True)
-        click.echo(f"{path}: {len(e.problems)} problem(s); nothing was run.", err=True)
-        sys.exit(2)
-    for w in lint(m):
-        click.echo(f"warning: {path}: {w}", err=True)
-    return m
-
-
-def _plan(m, path):
-    if getattr(m, "is_vision", False):     # a vision manifest (top-level `vision:`): its stages, same Stage type
-        from vision.plan import build_plan
-    else:
-        from .plan import build_plan
-    try:
-        return build_plan(m)
-    except (FileNotFoundError, ValueError) as e:
-        click.echo(f"error: {path}: {e}", err=True)
-        sys.exit(2)
+    return Console(highlight=False, emoji=False, width=int(os.environ.get("COLUMNS", 140)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,10 +64,11 @@ def plan(file, overrides, models, check):
     from .store import StageStore, corrupt
 
     m = _load(file, overrides, models)
-    if getattr(m, "is_vision", False):     # vision/cli.py: same stage store, tracker and results tables
-        from vision import cli as vision_cli
-        return vision_cli.plan(m, file, _console(), check)
     stages = _plan(m, file)
+    from .kinds import kind_of
+
+    if kind_of(m).show_plan(m, stages, _console(), check):    # a kind with its own plan table (vision)
+        return
     store = StageStore(m.output.dir)
     table = Table(title=f"{m.name}: {len(stages)} stages")
     for col in ("key", "stage", "roles", "needs", "status", "≈PFLOP"):
@@ -157,52 +131,15 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, 
             click.echo(f"error: {e}", err=True)
             sys.exit(3)
     m = _load(file, overrides, models)
-    if getattr(m, "is_vision", False):     # vision/cli.py: same stage store, tracker and results tables
-        if shard is not None:
-            click.echo("error: --shard is not supported for vision manifests (features are shared by all stages)", err=True)
-            sys.exit(2)
-        from vision import cli as vision_cli
-        return vision_cli.run(m, file, _console(), force=force, only=only, tracking_uri=tracking_uri,
-                              no_tracking=no_tracking)
-    stages = _plan(m, file)
-    if shard is not None:
-        try:
-            i, n = (int(x) for x in shard.split("/"))
-            assert 0 <= i < n
-        except (ValueError, AssertionError):
-            click.echo(f"error: --shard {shard}: expected I/N with 0 <= I < N, e.g. --shard 0/4", err=True)
-            sys.exit(2)
-        shard = (i, n)
-    from . import preflight
+    from . import pipeline     # gate -> plan -> run stages -> collect -> report, for every kind
 
-    tracker = start_run(m, file, stages, preflight.problems, only, tracking_uri, no_tracking)
-    # torch/transformers load only now: a dead tracking server is reported within seconds, before this
-    from . import protocol, results
-    from .data import DataError
-    from .runner import OrderError
-    from .store import StageStore
-
-    con = _console()
-    ok = False
-    try:
-        protocol.run(m, tracker, force=force, only=only, shard=shard, echo=con.print)
-        ok = True
-    except (DataError, OrderError) as e:     # bad data (file, row, field) or stage order: before training
-        click.echo(f"error: {e}", err=True)
-    finally:
-        tables = results.collect(m, stages, StageStore(m.output.dir))
-        out = results.write(m, tables, Path(m.output.dir) / m.name)
-        tracker.finish(tables, out, ok=ok)
-        if rehearsal:
+    after = None
+    if rehearsal:   # after the tracker finishes: the rehearsal's own checks fail the run (exit 2)
+        def after(m, stages, tracker, out):
             from .rehearsal import finish as rehearsal_finish
-            problems = rehearsal_finish(m, Path(file), stages, tracker, out)
-            for p in problems:
-                click.echo(f"error: rehearsal of {source}: {p}", err=True)
-            ok = ok and not problems
-    if not ok:      # only those two (or a failed rehearsal check) get here: exit 2
-        sys.exit(2)
-    results.render(tables, con)
-    con.print(f"results: {out}/")
+            return [f"rehearsal of {source}: {p}" for p in rehearsal_finish(m, Path(file), stages, tracker, out)]
+    pipeline.run(m, file, _console(), force=force, only=only, shard=shard, tracking_uri=tracking_uri,
+                 no_tracking=no_tracking, after=after)
 
 
 @main.command()
@@ -252,31 +189,6 @@ def _rehearsal_manifest(file, overrides, models) -> str:
     except RehearsalError as e:
         click.echo(f"error: {e}", err=True)
     sys.exit(2)
-
-
-def start_run(m, file, stages, problems, only, tracking_uri, no_tracking):
-    """What every `w2s run` (language or vision) does before any compute: refuse what this machine
-    cannot run (exit 3), check --only (exit 2), and start the tracker (exit 3 if it is unreachable)."""
-    from .store import StageStore
-    from .trackers import make_tracker
-    from .tracking import TrackingError
-
-    if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
-        missing = problems(m)
-        for p in missing:
-            click.echo(f"error: cannot run here: {p}", err=True)
-        if missing:
-            sys.exit(3)
-    if only and not any(s.key.startswith(tuple(only)) for s in stages):
-        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
-        sys.exit(2)
-    try:
-        tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
-        tracker.start(m, stages, Path(file))
-    except TrackingError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(3)
-    return tracker
 
 
 def _register_optional_commands():

@@ -8,6 +8,7 @@ whole optimizer batch (all micro-batches, all ranks) and passes it as keyword ar
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -22,7 +23,17 @@ BATCH_STATS: set[str] = set()
 
 
 def register(name: str, defaults: dict | None = None, batch_stats: bool = False):
+    """Add a loss. A name registered twice, or a default that is not a keyword parameter of the function
+    (what the manifest's `params:` are checked against), fails at import: never a silent replacement."""
     def deco(fn: LossFn) -> LossFn:
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered ({LOSSES[name].__module__}."
+                             f"{LOSSES[name].__qualname__}); give {fn.__qualname__} another name")
+        sig = inspect.signature(fn).parameters
+        bad = [k for k in defaults or {} if k not in sig or k in ("logits", "soft_labels", "step_frac")]
+        if bad:
+            raise TypeError(f"loss {name!r}: default(s) {bad} are not keyword parameters of {fn.__qualname__}"
+                            f"{inspect.signature(fn)}")
         LOSSES[name] = fn
         LOSS_DEFAULTS[name] = dict(defaults or {})
         if batch_stats:

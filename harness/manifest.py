@@ -1,36 +1,24 @@
 """The experiment manifest: the pydantic schema and its resolution (defaults <- model table <- train:
-<- per-model overrides). Loading YAML with line numbers, overrides and error messages that name the
-file, the line, the field and a fix live in harness.manifest_io (re-exported here).
+<- per-model overrides), its lint, and `load`, which picks the schema of the manifest's kind. Loading YAML
+with line numbers, overrides and error messages that name the file, the line, the field and a fix live
+in harness.manifest_io; what every kind's schema shares, in harness.manifest_base (re-exported here).
 
 Identity fields (what changes results) feed cache keys and MLflow params; the OPERATIONAL ones never do.
 """
 from __future__ import annotations
 
-import difflib
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .data import DATASETS
 from .lora import LoraConfig, problems as lora_problems
 from .losses import LOSS_DEFAULTS, LOSSES
+# The shared base, re-exported: callers import the manifest's names from here.
+from .manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean  # noqa: F401
 from .models import MODELS, POOLINGS, is_local
 
 OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label", "resources"}
-
-
-class Problems(ValueError):
-    """Several problems found by one validator, each with its location (a tuple of keys and list
-    indices) relative to what the validator checks, so that each is reported on its own line."""
-
-    def __init__(self, problems: list[tuple[tuple, str]]):
-        super().__init__("; ".join(msg for _, msg in problems))
-        self.problems = problems
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class Splits(Strict):
@@ -165,22 +153,13 @@ class Fidelity(Strict):
         return base
 
 
-class Output(Strict):
-    dir: str = Field("runs", description="stage cache (dir/stages) and results (dir/<name>)")
-    log_every: int = Field(10, ge=1, description="optimizer steps between train-metric logs")
-
-
-class Tracking(Strict):
-    mlflow: bool = Field(True, description="record runs in MLflow")
-    uri: str | None = Field(None, description="tracking URI (default: $MLFLOW_TRACKING_URI, else an sqlite store under output.dir)")
-
-
 class Manifest(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="experiment name (MLflow experiment, results folder)")
     dataset: DataConfig
     models: list[ModelConfig] = Field(min_length=1, description="the ladder, weakest first")
     train: TrainFields = Field(default_factory=TrainFields)
     pairs: Literal["all", "strictly_stronger", "with_self"] | list[tuple[str, str]] = Field("all", description="`all` = `strictly_stronger` (every weak<strong in ladder order); `with_self` adds the reference sweep's self-pairs (weak = strong, i <= j; their PGR is NaN under ceiling_half=weak_half); or [[weak, strong], ...] by model name")
+    chains: list[list[str]] = Field(default_factory=list, description="bootstrapping (paper §4.3.1): [[weak, middle, ..., strong], ...] by model name, at least 3 each, weakest first; each model trains on the previous one's weak labels; compared with the direct first -> strong transfers (harness.chains, docs/research.md)")
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")], min_length=1)
     gt_loss: LossConfig = Field(default_factory=lambda: LossConfig(name="xent"), description="loss of ground-truth stages (Q4: always xent unless set here)")
     seeds: list[int] = Field([0], min_length=1)
@@ -188,6 +167,13 @@ class Manifest(Strict):
     output: Output = Field(default_factory=Output)
     tracking: Tracking = Field(default_factory=Tracking)
     resources: Resources = Field(default_factory=Resources, description="launcher, GPUs, ZeRO (operational; see docs/performance.md)")
+
+    # For the loader (harness.manifest_io): pydantic skips cross-field checks when any field fails, so
+    # these keys are validated again with the failing others replaced by placeholders; then the sizes
+    # that validate but cannot run are refused (manifest_guard.size_problems).
+    CROSS_FIELD_KEYS: ClassVar[tuple] = ("models", "pairs", "train", "chains")
+    PLACEHOLDERS: ClassVar[dict] = {"name": "placeholder", "dataset": {"name": "sst2"}}
+    SIZE_CHECKED: ClassVar[bool] = True
 
     @field_validator("seeds")
     @classmethod
@@ -254,6 +240,8 @@ class Manifest(Strict):
             from .zero import resource_problems   # no deepspeed import: arithmetic and allow-list only
             problems += [p for p in resource_problems(self, i, m, t) if all(p[0] != seen for seen, _ in problems)]
             problems += lora_problems(self, i, m, t)
+        from .chains import problems as chain_problems   # names, >= 3 models, ladder order, repeats
+        problems += chain_problems(self)
         if problems:
             raise Problems(problems)
         return self
@@ -304,27 +292,24 @@ class Manifest(Strict):
         raw["models"] = [m.model_dump(exclude_unset=True) for m in self.models if m.label in labels]
         if isinstance(self.pairs, list):
             raw["pairs"] = [p for p in self.pairs if p[0] in labels and p[1] in labels]
+        if self.chains:     # a chain leaves with any of its models
+            raw["chains"] = [c for c in self.chains if all(x in labels for x in c)]
         return Manifest.model_validate(raw)
 
     def model(self, label: str) -> ModelConfig:
         return next(m for m in self.models if m.label == label)
 
 
-def _did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def lint(m: Manifest) -> list[str]:
     """Warnings: valid, but probably not what was meant."""
-    if getattr(m, "is_vision", False):      # a vision manifest lints itself
+    if not isinstance(m, Manifest):      # another kind's manifest (vision) lints itself
         return m.lint()
     out = []
     if m.dataset.n_test_docs < 200:
         out.append(f"dataset.n_test_docs={m.dataset.n_test_docs} is small: accuracy has a standard error of about "
                    f"{0.5 / m.dataset.n_test_docs ** 0.5:.3f} (reference issue #3 saw below-chance results at 100)")
-    if m.dataset.name == "anthropic_hh":
-        out.append("anthropic_hh (single transcript) is at chance in the reference: its PGR is meaningless (Q20)")
+    if DATASETS[m.dataset.name].warning:      # the registry carries its datasets' caveats
+        out.append(DATASETS[m.dataset.name].warning)
     if m.gt_loss.name != "xent":
         out.append(f"gt_loss is {m.gt_loss.name!r}: ground-truth baselines are not plain xent (Q4)")
     for mc in m.models:
@@ -342,16 +327,11 @@ def lint(m: Manifest) -> list[str]:
     return out
 
 
-class ManifestError(Exception):
-    """Every problem with one manifest, formatted for people."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 def load(path, overrides=()) -> Manifest:
-    """Load and validate a manifest file (harness.manifest_io); raises ManifestError with every problem."""
+    """Load and validate a manifest file (harness.manifest_io); raises ManifestError with every problem.
+    A top-level `vision:` section selects the vision schema; without one it is a language manifest."""
+    from vision.manifest import VisionManifest
+
     from .manifest_io import load_manifest
 
-    return load_manifest(path, overrides)
+    return load_manifest(path, overrides, default=Manifest, sections={"vision": VisionManifest})

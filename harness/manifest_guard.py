@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .manifest import ManifestError
+from .manifest_base import ManifestError, problem as _problem
 
 MAX_BYTES = 1 << 20          # a manifest is a few KiB; this is a typo'd path (a dataset, a checkpoint)
 MAX_NODES = 20_000           # YAML nodes after expanding aliases: a ladder of 100 models is ~3000
@@ -107,8 +107,6 @@ def duplicate_keys(node, path: Path) -> list[str]:
 
 def raw_problems(raw: dict, lines: dict, path: Path, overridden: list[str]) -> list[str]:
     """Non-finite numbers anywhere, and a `name` that is not a safe folder name."""
-    from .manifest_io import _problem
-
     out = []
 
     def walk(v, loc):
@@ -131,8 +129,6 @@ def raw_problems(raw: dict, lines: dict, path: Path, overridden: list[str]) -> l
 
 def size_problems(m, lines: dict, path: Path, overridden: list[str]) -> list[str]:
     """Sizes that validate but cannot run: rows x epochs materialised per stage, seeds numpy refuses."""
-    from .manifest_io import _problem
-
     out = []
     d = m.dataset
     for field in ("n_docs", "n_test_docs"):

@@ -12,7 +12,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import manifest_guard as guard
-from .manifest import Manifest, ManifestError, Problems, _did_you_mean
+from .manifest_base import ManifestError, Problems, did_you_mean, problem as _problem
+
+# The schemas come from the caller (harness.manifest.load): this module sits below every kind's schema.
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -34,9 +36,8 @@ def _line_map(node, path=(), out=None) -> dict[tuple, int]:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            out[path + (k.value,)] = k.start_mark.line + 1
             _line_map(v, path + (k.value,), out)
-            out[path + (k.value,)] = k.start_mark.line + 1
+            out[path + (k.value,)] = k.start_mark.line + 1    # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             _line_map(v, path + (i,), out)
@@ -47,14 +48,8 @@ def _set_dotted(raw: dict, dotted: str, value) -> None:
     keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
     cur = raw
     for k in keys[:-1]:
-        if isinstance(cur, list):
-            cur = cur[k]
-        else:
-            cur = cur.setdefault(k, {})
-    if isinstance(cur, list):
-        cur[keys[-1]] = value
-    else:
-        cur[keys[-1]] = value
+        cur = cur[k] if isinstance(cur, list) else cur.setdefault(k, {})
+    cur[keys[-1]] = value
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -112,15 +107,17 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_manifest(path: str | Path, overrides: list[str] = ()) -> Manifest:
+def load_manifest(path: str | Path, overrides: list[str] = (), *, default: type[BaseModel],
+                  sections: dict[str, type[BaseModel]] = {}) -> BaseModel:  # noqa: B006 - read only
+    """The manifest at `path` validated by `default`, or by sections[key] when it has that top-level key."""
     try:
-        return _load_manifest(Path(path), overrides)
+        return _load_manifest(Path(path), overrides, default, sections)
     except RecursionError:     # self-referencing aliases (`&a [*a]`) or absurd nesting
         raise ManifestError([f"{path}: the YAML refers to itself (an alias inside its own anchor) or nests too "
                              f"deeply; a manifest is a plain mapping"]) from None
 
 
-def _load_manifest(path: Path, overrides: list[str] = ()) -> Manifest:
+def _load_manifest(path: Path, overrides, default, sections) -> BaseModel:
     raw, lines = _read_yaml(path)
     parsed = parse_overrides(list(overrides))
     for key, value in parsed:
@@ -128,10 +125,8 @@ def _load_manifest(path: Path, overrides: list[str] = ()) -> Manifest:
             _set_dotted(raw, key, value)
         except (IndexError, KeyError, TypeError, AttributeError):
             raise ManifestError([f"override -o {key}: no such place in {path}"]) from None
-    # A top-level `vision:` section selects the vision schema (vision/manifest.py): same loader, same errors.
-    schema = Manifest
-    if "vision" in raw:
-        from vision.manifest import VisionManifest as schema
+    # A kind's top-level section (e.g. `vision:`) selects its schema: same loader, same errors.
+    schema = next((s for key, s in sections.items() if key in raw), default)
     keys = [k for k, _ in parsed]
     problems = guard.raw_problems(raw, lines, path, keys)
     if problems:
@@ -140,32 +135,29 @@ def _load_manifest(path: Path, overrides: list[str] = ()) -> Manifest:
         m = schema.model_validate(_expand(raw))
     except ValidationError as e:
         problems = _format_errors(e, path, lines, keys, root=schema)
-        if schema is Manifest:
-            problems += [p for p in _ladder_problems(_expand(raw), e, path, lines, keys) if p not in problems]
+        problems += [p for p in _cross_field_problems(schema, _expand(raw), e, path, lines, keys) if p not in problems]
         raise ManifestError(problems) from None
-    problems = guard.size_problems(m, lines, path, keys) if schema is Manifest else []
+    problems = guard.size_problems(m, lines, path, keys) if getattr(schema, "SIZE_CHECKED", False) else []
     if problems:
         raise ManifestError(problems)
     return m
 
 
-_LADDER_KEYS = ("models", "pairs", "train")
-_PLACEHOLDERS = {"name": "placeholder", "dataset": {"name": "sst2"}}
-
-
-def _ladder_problems(raw: dict, err: ValidationError, path: Path, lines: dict, overridden: list[str]) -> list[str]:
+def _cross_field_problems(schema, raw: dict, err: ValidationError, path: Path, lines: dict,
+                          overridden: list[str]) -> list[str]:
     """Pydantic skips the cross-field checks (pairs, batch divisibility) when any field fails. To still
     report every problem at once, validate again with the failing unrelated top-level fields replaced
-    by placeholders or defaults, and keep only the problems under models/pairs/train."""
+    by placeholders or defaults, and keep only the problems under the schema's CROSS_FIELD_KEYS."""
+    keys = getattr(schema, "CROSS_FIELD_KEYS", ())
     failed = {e["loc"][0] for e in err.errors() if e["loc"]}
-    if not isinstance(raw, dict) or failed & set(_LADDER_KEYS) or not failed:
+    if not keys or not isinstance(raw, dict) or failed & set(keys) or not failed:
         return []
     retry = {k: v for k, v in raw.items() if k not in failed}
-    retry.update({k: v for k, v in _PLACEHOLDERS.items() if k in failed})
+    retry.update({k: v for k, v in schema.PLACEHOLDERS.items() if k in failed})
     try:
-        Manifest.model_validate(retry)
+        schema.model_validate(retry)
     except ValidationError as e2:
-        return _format_errors(e2, path, lines, overridden, keep=lambda loc: bool(loc) and loc[0] in _LADDER_KEYS)
+        return _format_errors(e2, path, lines, overridden, keep=lambda loc: bool(loc) and loc[0] in keys, root=schema)
     return []
 
 
@@ -187,7 +179,7 @@ def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: li
         field = parent.model_fields.get(loc[-1]) if parent and isinstance(loc[-1], str) else None
         hint = field.description if field is not None and field.description else ""
         if e["type"] == "extra_forbidden":
-            close = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
+            close = did_you_mean(loc[-1], parent.model_fields) if parent else ""
             msg = f"unknown key {loc[-1]!r}" + (close or (f" (valid keys: {', '.join(parent.model_fields)})" if parent else ""))
         elif e["type"] == "missing":
             msg = "required field is missing" + (f" ({hint})" if hint else "")
@@ -197,19 +189,9 @@ def _format_errors(err: ValidationError, path: Path, lines: dict, overridden: li
     return problems
 
 
-def _problem(loc: tuple, msg: str, path: Path, lines: dict, overridden: list[str]) -> str:
-    """`FILE:LINE: field.path: message (hint)`, or `override -o KEY: ...` when an override put it there."""
-    dotted = ".".join(str(x) for x in loc)
-    line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-    src = next((f"override -o {k}" for k in overridden
-                if dotted == k or dotted.startswith(k + ".") or (dotted and k.startswith(dotted + "."))),
-               line if isinstance(line, str) else f"{path}:{line}" if line else str(path))
-    return f"{src}: {dotted or '<top>'}: {msg}"
-
-
-def _model_at(loc: tuple, root=None) -> type[BaseModel] | None:
+def _model_at(loc: tuple, root) -> type[BaseModel] | None:
     """The pydantic model class at a location, to suggest the closest valid key."""
-    cls: Any = root or Manifest
+    cls: Any = root
     for part in loc:
         if isinstance(part, int):
             continue

@@ -14,7 +14,7 @@ def log_weak_labels(tracker, stage, rid: str, d: Path) -> None:
     """`tracker` is the MlflowTracker: its client, its stage-run cache and its `_find`."""
     if stage.kind == "gt" and (d / "weak_labels.parquet").exists():
         path, producer, context = d / "weak_labels.parquet", rid, "weak_labels_produced"
-    elif stage.kind == "transfer" and stage.teacher:
+    elif stage.kind in ("transfer", "chain") and stage.teacher:     # chain steps: the labels they train on
         path, context = d.parent / stage.teacher[:16] / "weak_labels.parquet", "training"
         if not path.exists():
             return

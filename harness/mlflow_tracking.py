@@ -197,7 +197,7 @@ class MlflowTracker(NullTracker):
              "w2s.model": stage.model, "w2s.loss": stage.loss["name"], "w2s.seed": str(stage.seed),
              "w2s.half": stage.half, "w2s.roles": ",".join(stage.roles), "mlflow.runName": stage.slug,
              "mlflow.parentRunId": self.parent_id}
-        if stage.kind == "transfer":
+        if stage.kind in ("transfer", "chain"):     # a chain step's weak: the chain so far (harness.chains)
             t.update({"w2s.weak": stage.weak, "w2s.strong": stage.model, "w2s.teacher_key": stage.teacher})
         # operational settings: tags, never params (they may change without changing results)
         tr = self.m.resolved_train(self.m.model(stage.model))

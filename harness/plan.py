@@ -4,6 +4,7 @@
   Needed for every model that is weak in some pair, and as the ceiling when ceiling_half=weak_half.
 - gt(model, seed, half=train2): the ceiling on the student half (ceiling_half=student_half).
 - transfer(weak -> strong, loss, seed): the student trains on gt(weak, seed, train1)'s weak labels.
+- chain(path -> model, loss, seed): a bootstrapping step (harness.chains); its teacher is the previous step.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .losses import resolve_params
 from .manifest import Manifest, ModelConfig
 from .models import MODELS, is_local
 from .code_identity import stage_code
+from .chains import chain_stages, direct_pairs
 from .store import content_key
 
 
@@ -30,11 +32,12 @@ class Stage:
     weak: str | None = None
     teacher: str | None = None     # key of the stage whose weak labels it trains on
     roles: list[str] = field(default_factory=list)   # weak / ceiling: how results use a gt stage
+    root: str | None = None        # chain steps (harness.chains): the chain's first teacher; shards keep it whole
 
     @property
     def slug(self) -> str:
-        if self.kind == "transfer":
-            return f"transfer {self.weak}->{self.model} {self.loss['name']} s{self.seed}"
+        if self.kind in ("transfer", "chain"):
+            return f"{self.kind} {self.weak}->{self.model} {self.loss['name']} s{self.seed}"
         return f"gt {self.model} {self.half} s{self.seed}"
 
 
@@ -81,9 +84,10 @@ def build_plan(m: Manifest) -> list[Stage]:
     gt_loss = {"name": m.gt_loss.name, "params": resolve_params(m.gt_loss.name, m.gt_loss.params, warmup)}
     ceiling_half = "train1" if m.fidelity.resolved()["ceiling_half"] == "weak_half" else "train2"
     pairs = m.pairs_list()
+    pairs += direct_pairs(m, pairs)        # bootstrapping chains are compared with these (harness.chains)
     # `pairs: []` = ground truth only (e.g. `w2s reference train-simple`): every model trains on the
     # weak half and labels the student half, as the reference's train_simple.py does.
-    weak_models = {w for w, _ in pairs} or ({mc.label for mc in m.models} if m.pairs == [] else set())
+    weak_models = {w for w, _ in pairs} | ({mc.label for mc in m.models} if m.pairs == [] else set())
     strong_models = {s for _, s in pairs}
     models = {mc.label: model_identity(m, mc) for mc in m.models}
     stages: dict[str, Stage] = {}
@@ -115,7 +119,7 @@ def build_plan(m: Manifest) -> list[Stage]:
                          "code": stage_code(m.dataset.name, lc.name)}   # docs/caching.md
                 order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
                                    weak=weak, teacher=teacher.key))
-    return order
+    return order + chain_stages(m, models, data, gt, warmup, Stage)
 
 
 def estimate(m: Manifest, stage: Stage) -> dict:
@@ -126,7 +130,7 @@ def estimate(m: Manifest, stage: Stage) -> dict:
     half = (m.dataset.n_docs + 1) // 2
     epochs = m.resolved_train(mc)["epochs"]
     tokens = min(m.dataset.max_ctx, 512) / 4
-    rows_train, rows_infer = half * epochs, m.dataset.n_test_docs + (half if stage.half == "train1" and stage.kind == "gt" else 0)
+    rows_train, rows_infer = half * epochs, m.dataset.n_test_docs + (half if (stage.half == "train1" and stage.kind == "gt") or stage.kind == "chain" else 0)
     if params is None:
         return {"params": None, "pflop": None}
     flop = 6 * params * rows_train * tokens + 2 * params * rows_infer * tokens

@@ -77,19 +77,25 @@ def ground_truth(m: Manifest, stage: Stage, splits: Splits, store: StageStore, s
 
 def transfer(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink) -> dict:
     """Train the strong student on its supervisor's soft labels. Ground truth is never read from the
-    weak-label table (Q25): only ids, text hashes and probabilities are loaded."""
+    weak-label table (Q25): only ids, text hashes and probabilities are loaded. A chain step (harness.chains)
+    trains on its own half and labels the other one, for the next step."""
     weak = store.read_table(stage.teacher, "weak_labels", columns=["id", "text_hash", "soft_label"])
     store.begin(stage.key, stage.identity)
-    by_id = {r["id"]: r for r in splits.train2}
+    by_id = {r["id"]: r for r in splits.part(stage.half)}
     rows = []
     for wid, h, soft in zip(weak["id"], weak["text_hash"], weak["soft_label"]):
         row = by_id.get(wid)
         if row is None or text_hash(row["txt"]) != h:
-            raise RuntimeError(f"{stage.slug}: weak label {wid} does not match the student half; the teacher "
+            raise RuntimeError(f"{stage.slug}: weak label {wid} does not match the {stage.half} half; the teacher "
                                f"stage was computed from other data (stale cache?)")
         rows.append({"id": wid, "txt": row["txt"], "soft_label": [float(soft[0]), float(soft[1])],
                      "hard_label": None})
-    out = fine_tune(m, stage, rows, splits.test, [], store, sink)
+    label_rows = splits.part("train1" if stage.half == "train2" else "train2") if stage.kind == "chain" else []
+    out = fine_tune(m, stage, rows, splits.test, label_rows, store, sink)
+    if label_rows:
+        kept, probs = out.pop("labelled")
+        store.write_table(stage.key, "weak_labels", label_table(kept, probs, with_text=True))
+        out["weak_label_acc"] = accuracy(probs, np.array([r["hard_label"] for r in kept]))
     teacher_test = store.read_table(stage.teacher, "predictions_test", columns=["id", "hard_label"])
     student_test = store.read_table(stage.key, "predictions_test", columns=["id", "hard_label"])
     both = student_test.merge(teacher_test, on="id", suffixes=("", "_teacher"))
@@ -133,19 +139,19 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     if ds:
         _ = args.device     # sets up the process group before zero.Init
     def load():
-        model, fam, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
+        model, _, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
                                              decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
                                              head_fp32=mixed, trust_remote_code=remote)
         # train.lora: adapters into the built backbone; only they and the head train (harness.lora)
-        return apply_lora(model, t.get("lora"), stage.seed, t["gradient_checkpointing"]), fam, commit
+        return apply_lora(model, t.get("lora"), stage.seed, t["gradient_checkpointing"]), commit
     # A probe never changes its backbone: keep it loaded for the next stage of the same model.
     probe_key = (hub_id, revision, mixed, t["dtype"], mc.pooling, decoder_pooling, remote)
     if t["linear_probe"] and not ds:
         if probe_key not in _FROZEN:
             _FROZEN[probe_key] = load()
-        model, fam, commit = _FROZEN[probe_key]
+        model, commit = _FROZEN[probe_key]
     else:
-        model, fam, commit = load()
+        model, commit = load()
     pooling = model.pooling
     pad_id = 0 if pooling == "nonzero_count" else tok.pad_token_id
     collate = Collator(pad_id)

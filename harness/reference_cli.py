@@ -252,17 +252,16 @@ def _command(name: str, help_text: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         click.echo(f"manifest: {path}", err=True)
-        from .cli import run
-
+        run = ctx.find_root().command.get_command(ctx, "run")   # harness.cli's, without importing it (a cycle)
         ctx.invoke(run, file=str(path), overrides=(), force=bool(f["force_retrain"]), only=(), shard=None,
                    tracking_uri=tracking_uri, no_tracking=no_tracking, models=None)
     return cmd
 
 
 def _validate(path: str) -> None:
-    from .cli import _load
+    from .pipeline import load_or_exit
 
-    _load(path)
+    load_or_exit(path)
 
 
 @click.group("reference")

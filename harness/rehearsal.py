@@ -76,7 +76,9 @@ def prepare(path: str, overrides=(), models: str | None = None) -> Path:
     from .manifest import load
 
     m = load(path, list(overrides))
-    if getattr(m, "is_vision", False):
+    from .kinds import kind_of
+
+    if kind_of(m).name != "language":
         raise RehearsalError(f"{path}: vision manifests are not rehearsed (docs/rehearsal.md says why)")
     if models:
         m = m.select_models([x.strip() for x in models.split(",") if x.strip()])

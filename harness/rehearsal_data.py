@@ -53,6 +53,11 @@ def _row(name: str, i: int, rng: random.Random) -> dict:
     raise ValueError(f"the rehearsal has no synthetic schema for dataset {name!r}")
 
 
+def cache_root() -> Path:
+    """Stand-in models and data, built once per config (shared by every rehearsal on this machine)."""
+    return Path(os.environ.get("W2S_REHEARSAL_CACHE", "~/.cache/w2s-harness/rehearsal")).expanduser()
+
+
 def synthetic(name: str, split: str, n: int) -> list[dict]:
     rng = random.Random(f"{name}/{split}")
     return [_row(name, i, rng) for i in range(n)]
@@ -62,7 +67,6 @@ def build(name: str, splits: list[str], n_rows: int) -> tuple[Path, dict]:
     """A data folder for dataset `name`: real files where $W2S_DATA_DIR has them, else synthetic.
     Returns (folder, {split: 'real <path>' | 'synthetic <n> rows'})."""
     from .data import DATASETS, DATA_DIR_ENV
-    from .rehearsal_models import cache_root
 
     spec, real_root = DATASETS[name], os.environ.get(DATA_DIR_ENV)
     root = cache_root() / f"data-v{DATA_VERSION}-{n_rows}"

@@ -17,6 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .rehearsal_data import cache_root
+
 BUILDER_VERSION = 1
 EOT = "<|endoftext|>"
 # The real configs (hub config.json values) the tiny ones are scaled from.
@@ -27,10 +29,6 @@ QWEN1 = {"Qwen/Qwen-1_8B": (24, 2048, 16, 11008), "Qwen/Qwen-7B": (32, 4096, 32,
 QWEN25 = {"Qwen/Qwen2.5-0.5B": (24, 896, 14, 2, 4864, True), "Qwen/Qwen2.5-1.5B": (28, 1536, 12, 2, 8960, True),
           "Qwen/Qwen2.5-3B": (36, 2048, 16, 2, 11008, True), "Qwen/Qwen2.5-7B": (28, 3584, 28, 4, 18944, False),
           "Qwen/Qwen2.5-14B": (48, 5120, 40, 8, 13824, False)}   # layers, hidden, heads, kv heads, ffn, tied
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("W2S_REHEARSAL_CACHE", "~/.cache/w2s-harness/rehearsal")).expanduser()
 
 
 def family(model_id: str) -> str | None:
@@ -139,7 +137,7 @@ def bpe_tokenizer(vocab_size: int = 1024):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .rehearsal_data import WORDS
+    from .rehearsal_data import WORDS   # the data module is the lower layer (it imports nothing of ours)
 
     alphabet = _byte_alphabet()
     tok = Tokenizer(models.BPE())

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from . import stats
+from .stats import fmt, md_table  # noqa: F401 - the report's cells (also used by report_chains)
 
 METRICS = {"gt_acc", "ceiling_acc", "weak_acc", "w2s_acc", "pgr", "agreement_test",
            "median_pgr", "mean_pgr", "pgr_reference"}
@@ -127,19 +128,6 @@ def pair_table(r: Results) -> pd.DataFrame:
 
 
 # -- report ---------------------------------------------------------------------------------------
-def fmt(x, nd=4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else ""
-    return f"{x:.{nd}f}" if isinstance(x, (float, np.floating)) else str(x)
-
-
-def md_table(df: pd.DataFrame, cols: list[str], headers: list[str] | None = None) -> str:
-    head = "| " + " | ".join(headers or cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return head + "".join("| " + " | ".join(fmt(r[c]) for c in cols) + " |\n" for r in df.to_dict("records"))
-
-
 HOW_TO_READ = ("Intervals are 95% paired bootstrap CIs over the test items (the supervisor, the student and the "
                "ceiling resampled on the same items), nested with a resampling of seeds when there are several "
                "(harness/stats.py). A pair's PGR = (w2s − weak) / (ceiling − weak) of the seed means is given "
@@ -191,6 +179,8 @@ def build_report(results_dir: Path, out: Path, compare: Path | None = None) -> P
                                "mean PGR", "reference"]))
     else:
         lines.append("No transfer stage has finished yet.\n")
+    from .report_chains import section as chain_section   # bootstrapping chains: tables and plots
+    lines += chain_section(r, out)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name}) ([PDF]({p.with_suffix('.pdf').name}))" for p in plots] + [""]
     if compare:

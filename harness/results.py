@@ -49,8 +49,9 @@ def collect(m: Manifest, plan: list[Stage], store: StageStore) -> dict[str, pd.D
     pgr_rows = pd.DataFrame(rows, columns=["weak", "strong", "loss", "seed", "weak_acc", "w2s_acc", "ceiling_acc",
                                            "pgr", "small_gap", "agreement_test"])
     items = test_items(plan, store, set(by_key))
+    from .report_chains import chain_tables    # bootstrapping chains (harness.chains); {} without `chains:`
     return {"stages": pd.DataFrame(stages), "pgr": pgr_rows, **summarize(pd.DataFrame(stages), pgr_rows, items, weak, ceil),
-            "items": items}
+            **chain_tables(m, pd.DataFrame(stages), items), "items": items}
 
 
 def test_items(plan: list[Stage], store: StageStore, done: set[str]) -> pd.DataFrame:
@@ -97,33 +98,31 @@ def pgr_reference(g: pd.DataFrame, weak: dict, ceil: dict) -> float:
     return float(np.median(vals)) if vals else float("nan")
 
 
-def write(m: Manifest, tables: dict[str, pd.DataFrame], out_dir: Path) -> Path:
+def write(m: Manifest, tables: dict[str, pd.DataFrame], out_dir: Path, data_identity=None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     small = {k: v for k, v in tables.items() if k != "items"}
     for name, df in small.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     if "items" in tables:          # per-item correctness (thousands of rows): parquet, not JSON
         tables["items"].to_parquet(out_dir / "items.parquet", index=False)
-    write_json(out_dir / "results.json", {"meta": meta_of(m), **{name: json.loads(df.to_json(orient="records"))
+    write_json(out_dir / "results.json", {"meta": meta_of(m, data_identity), **{name: json.loads(df.to_json(orient="records"))
                                                                  for name, df in small.items()}})
     return out_dir
 
 
-def meta_of(m) -> dict:
-    """What one results.json needs to stand alone: names for `w2s report`, and the run's context."""
+def meta_of(m, data_identity=None) -> dict:
+    """What one results.json needs to stand alone: names for `w2s report`, and the run's context.
+    `data_identity(m)` is the kind's (harness.kind.Kind.data_identity; default: the language one)."""
     from .envinfo import git_commit, versions
 
-    vision = hasattr(m, "vision")
     models = [mc.label for mc in m.models]
     commit = git_commit() or ""
-    meta = {"name": m.name, "dataset": m.vision.dataset if vision else m.dataset.name, "models": models,
-            "losses": ["xent"] if vision else [lc.name for lc in m.losses], "seeds": list(m.seeds),
+    meta = {"name": m.name, "dataset": m.dataset.name, "models": models,
+            "losses": [lc.name for lc in m.losses], "seeds": list(m.seeds),
             "versions": versions(), "git_commit": commit.removesuffix("-dirty") or None,
             "git_dirty": commit.endswith("-dirty"), "manifest": m.model_dump(mode="json"), "tag": run_tag(m)}
     try:
-        if vision:
-            from vision.plan import data_identity
-        else:
+        if data_identity is None:
             from .plan import data_identity
         meta["data"] = data_identity(m)
     except Exception as e:  # noqa: BLE001 - provenance must not fail a finished sweep
@@ -181,3 +180,5 @@ def render(tables: dict[str, pd.DataFrame], console) -> None:
     chance = [f"{r['model']} ({r['role']})" for r in (acc.to_dict("records") if len(acc) else []) if r["at_chance"]]
     if chance:
         console.print(f"at chance (CI contains the majority-class rate): {', '.join(chance)}")
+    from .report_chains import render_chains
+    render_chains(tables, console)

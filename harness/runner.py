@@ -20,7 +20,7 @@ def in_shard(stage: Stage, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     i, n = shard
-    return int((stage.teacher or stage.key)[:12], 16) % n == i
+    return int((getattr(stage, "root", None) or stage.teacher or stage.key)[:12], 16) % n == i   # chains: whole
 
 
 def run_stages(plan: list[Stage], store: StageStore, tracker, execute: Callable[[Stage, object], dict], *,

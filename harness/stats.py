@@ -29,8 +29,8 @@ LEVEL = 0.95
 
 def role(kind: str, model: str, weak, half: str, loss: str) -> str:
     """A stage's place in the sweep, the same for every seed (its key differs per seed)."""
-    if kind == "transfer":
-        return f"transfer:{weak}:{model}:{loss}"
+    if kind in ("transfer", "chain"):      # a chain step's `weak` is the chain so far (harness.chains)
+        return f"{kind}:{weak}:{model}:{loss}"
     return f"gt:{model}:{half}"
 
 
@@ -259,3 +259,16 @@ def pgr_cell(r: dict) -> str:
     if r.get("resolved"):
         return ci_cell(r["pgr"], r["pgr_ci_low"], r["pgr_ci_high"])
     return r.get("note") or "unresolved"
+
+
+def fmt(x, nd=4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else ""
+    return f"{x:.{nd}f}" if isinstance(x, (float, np.floating)) else str(x)
+
+
+def md_table(df: pd.DataFrame, cols: list[str], headers: list[str] | None = None) -> str:
+    head = "| " + " | ".join(headers or cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(fmt(r[c]) for c in cols) + " |\n" for r in df.to_dict("records"))

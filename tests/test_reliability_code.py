@@ -174,9 +174,9 @@ def vision_manifest(tmp_path):
 
 
 def vision_keys(path) -> dict:
-    from vision.plan import build_plan as vision_plan
+    from vision.kind import Vision
 
-    return {s.slug: s.key for s in vision_plan(load(path))}
+    return {s.slug: s.key for s in Vision().build_plan(load(path))}
 
 
 def test_vision_stages_carry_the_code_that_computes_them(tmp_path, monkeypatch):
@@ -187,7 +187,7 @@ def test_vision_stages_carry_the_code_that_computes_them(tmp_path, monkeypatch):
     weak, ceiling, student = "gt small_cnn train1 s0", "gt tiny_cnn train2 s0", "transfer small_cnn->tiny_cnn xent s0"
     assert set(base) == {weak, ceiling, student}
     assert all(set(s.identity["code"]) == {"version", "stage"} for s in
-               __import__("vision.plan", fromlist=["build_plan"]).build_plan(load(path)))
+               __import__("vision.kind", fromlist=["Vision"]).Vision().build_plan(load(path)))
 
     def probe_with_other_loss(x, t, x_test, y_test, cfg, schedule, seed, sink=None):
         return protocol.softmax(x_test[:, :3]), {"steps": 0, "test_acc": []}

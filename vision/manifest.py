@@ -8,11 +8,11 @@ it unchanged: one protocol, one stage cache, one tracker.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.manifest import Output, Problems, Strict, Tracking, _did_you_mean
+from harness.manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean
 
 from .models import REGISTRY
 
@@ -135,8 +135,6 @@ class VisionManifest(Strict):
         return self
 
     # -- what the shared machinery (tracker, results, report, validate) asks of a manifest -----------
-    is_vision: ClassVar[bool] = True
-
     @property
     def dataset(self):
         return SimpleNamespace(name=self.vision.dataset)
@@ -161,8 +159,6 @@ class VisionManifest(Strict):
                 "eval_batch": self.vision.feature_batch}
 
     def select_models(self, labels: list[str]) -> "VisionManifest":
-        from harness.manifest import ManifestError
-
         if self.vision.weak.label not in labels:
             raise ManifestError([f"--models: a vision run needs its supervisor {self.vision.weak.label!r}"])
         raw = self.model_dump(exclude_unset=True)

@@ -8,8 +8,6 @@ harness.results and `w2s report` treat them exactly like the language stages:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness import __version__
 from harness.plan import Stage
 from harness.store import content_key
@@ -55,22 +53,11 @@ def image_set(m: VisionManifest) -> data.ImageSet:
     return _SETS[key]
 
 
-def stage_code() -> dict:
-    """The code part of a vision stage's identity, per role (docs/caching.md): the function that computes
-    it and everything of vision/ and harness/ it reaches (weak training, model loading, transforms, the
-    probe and its loss). A change recomputes exactly the stages that run it (students via teacher keys)."""
-    from harness.code_identity import CODE_VERSION, code_digest
-
-    from . import protocol       # imported here: vision.protocol imports this module
-
-    return {role: {"version": CODE_VERSION, "stage": code_digest(fn)}
-            for role, fn in (("weak", protocol.supervise), ("ceiling", protocol.ceiling), ("transfer", protocol.transfer))}
-
-
-def build_plan(m: VisionManifest) -> list[Stage]:
+def build_plan(m: VisionManifest, code: dict) -> list[Stage]:
+    """The vision stages. `code` is vision.protocol.stage_code() (the code that computes each role, part of
+    each identity): passed in, because the protocol imports this module."""
     v = m.vision
     base = {"vision": True, "data": data_identity(m), "split": v.split.model_dump(), "harness": __version__}
-    code = stage_code()
     probe = {**v.probe.model_dump(), "schedule": m.fidelity.schedule, "head": "linear+bias", "seeded": "torch+order"}
     weak_stages, ceilings, transfers = [], [], []
     for seed in m.seeds:
@@ -112,7 +99,3 @@ def estimate_images(m: VisionManifest) -> int:
     """Images passed through frozen models (for `w2s plan`): each model once over the set, then cached."""
     n = m.vision.split.n_images or {"imagenet_val": 50000, "cifar10": 10000}.get(m.vision.dataset, 600)
     return n * len(m.models)
-
-
-def results_dir(m: VisionManifest) -> Path:
-    return Path(m.output.dir) / m.name

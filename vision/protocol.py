@@ -38,7 +38,7 @@ def run(m: VisionManifest, tracker, *, force: bool = False, only: tuple[str, ...
     """The shared stage loop (harness.runner) over the vision stages."""
     if m.vision.threads:
         torch.set_num_threads(m.vision.threads)
-    plan = build_plan(m)
+    plan = build_plan(m, stage_code())
     store = StageStore(m.output.dir)
 
     def execute(stage: Stage, sink) -> dict:
@@ -187,3 +187,13 @@ def weak_table(m: VisionManifest, plan: list[Stage], store: StageStore) -> pd.Da
              "weak_label_acc": store.metrics(s.key).get("weak_label_acc")}
             for s in plan if "weak" in s.roles and store.is_done(s.key)]
     return pd.DataFrame(rows, columns=["weak", "seed", "weak_acc_test", "weak_acc_all", "n_all", "weak_label_acc"])
+
+
+def stage_code() -> dict:
+    """The code part of a vision stage's identity, per role (docs/caching.md): the function that computes
+    it and everything of vision/ and harness/ it reaches (weak training, model loading, transforms, the
+    probe and its loss). A change recomputes exactly the stages that run it (students via teacher keys)."""
+    from harness.code_identity import CODE_VERSION, code_digest
+
+    return {role: {"version": CODE_VERSION, "stage": code_digest(fn)}
+            for role, fn in (("weak", supervise), ("ceiling", ceiling), ("transfer", transfer))}

@@ -26,7 +26,7 @@ class DatasetSpec:
     revision: str | None = None           # None: unpinned upstream; the resolved commit is recorded
     hub_kwargs: dict = field(default_factory=dict)
     local_files: dict[str, str] = field(default_factory=dict)  # hub split name -> path under data dir
-    note: str = ""
+    warning: str = ""       # printed by `w2s validate`/`run` for every manifest on this dataset (lint)
     # The raw columns the formatter reads (text | bool | label) and the label set (harness.data.validate).
     fields: dict[str, str] = field(default_factory=dict)
     labels: tuple = (0, 1)
@@ -36,6 +36,8 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in DATASETS:      # a second registration would silently replace the first
+        raise ValueError(f"dataset {spec.name!r} is already registered; give the new one another name")
     DATASETS[spec.name] = spec
     return spec
 
@@ -56,7 +58,7 @@ register(DatasetSpec("cosmos_qa", fmt.cosmos_qa, "allenai/cosmos_qa", "train", "
                              "label": "label"}, labels=(0, 1, 2, 3)))
 register(DatasetSpec("anthropic_hh", fmt.anthropic_hh, "Anthropic/hh-rlhf", "train", "test",
                      local_files={"test": "anthropic_hh/harmless-base-test.jsonl.gz"},
-                     note="single-transcript formulation: at chance in the reference (Q20)",
+                     warning="anthropic_hh (single transcript) is at chance in the reference: its PGR is meaningless (Q20)",
                      fields={"chosen": "text", "rejected": "text"}))
 register(DatasetSpec("sst2", fmt.sst2, "stanfordnlp/sst2", "train", "validation",
                      local_files={"train": "sst2/train.jsonl", "validation": "sst2/validation.jsonl"},
@@ -64,7 +66,7 @@ register(DatasetSpec("sst2", fmt.sst2, "stanfordnlp/sst2", "train", "validation"
 # ARC-Easy written in SciQ's schema: the offline stand-in for SciQ (not SciQ; see ../shared/data).
 register(DatasetSpec("arc_easy_sciq", fmt.sciq, "allenai/ai2_arc", "test", "test",
                      local_files={"test": "arc_easy_sciq_format/test.jsonl"},
-                     note="ARC-Easy in the SciQ schema; local files only", fields=SCIQ_FIELDS))
+                     fields=SCIQ_FIELDS))
 
 
 def data_dir(source: str | None = None) -> Path | None:

@@ -1,0 +1,118 @@
+"""One pipeline for every kind of experiment: gate -> plan -> run stages -> collect -> report.
+
+The CLI (harness.cli, harness.reference_cli) parses arguments and calls these; what differs between
+kinds (language, vision) comes from the manifest's kind (harness.kinds.kind_of, harness.kind.Kind).
+Exit codes: 2 = invalid input (manifest, flags, data), 3 = this machine or the tracker cannot run it;
+both are reported before any compute."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def load_or_exit(path: str, overrides=(), models: str | None = None):
+    """The validated manifest (a sub-ladder with `models`), its lint warnings on stderr; exit 2 if invalid."""
+    from .manifest import ManifestError, lint, load
+
+    try:
+        m = load(path, list(overrides))
+        if models:
+            m = m.select_models([x.strip() for x in models.split(",") if x.strip()])
+    except ManifestError as e:
+        for p in e.problems:
+            click.echo(f"error: {p}", err=True)
+        click.echo(f"{path}: {len(e.problems)} problem(s); nothing was run.", err=True)
+        sys.exit(2)
+    for w in lint(m):
+        click.echo(f"warning: {path}: {w}", err=True)
+    return m
+
+
+def plan_or_exit(m, path):
+    """The manifest's stages; exit 2 if its inputs cannot make them (a missing file, a bad value)."""
+    from .kinds import kind_of
+
+    kind = kind_of(m)
+    try:
+        return kind.build_plan(m)
+    except kind.plan_errors as e:
+        click.echo(f"error: {path}: {e}", err=True)
+        sys.exit(2)
+
+
+def gate(m, file, stages, problems, only, tracking_uri, no_tracking):
+    """What every `w2s run` does before any compute: refuse what this machine cannot run (exit 3), check
+    --only (exit 2), and start the tracker (exit 3 if it is unreachable)."""
+    from .store import StageStore
+    from .trackers import make_tracker
+    from .tracking import TrackingError
+
+    if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
+        missing = problems(m)
+        for p in missing:
+            click.echo(f"error: cannot run here: {p}", err=True)
+        if missing:
+            sys.exit(3)
+    if only and not any(s.key.startswith(tuple(only)) for s in stages):
+        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
+        sys.exit(2)
+    try:
+        tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
+        tracker.start(m, stages, Path(file))
+    except TrackingError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    return tracker
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        click.echo(f"error: --shard {shard}: expected I/N with 0 <= I < N, e.g. --shard 0/4", err=True)
+        sys.exit(2)
+    return i, n
+
+
+def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,
+        after=None) -> None:
+    """Gate, run the uncached stages, then collect, write and track the results tables, and print them.
+    The tables are written even when a stage fails: what finished is kept and reported. `after(m, stages,
+    tracker, out) -> problems`, if given, checks the finished run (the rehearsal's); a problem fails it (exit 2)."""
+    from .kinds import kind_of
+
+    kind = kind_of(m)
+    if shard is not None and not kind.shardable:
+        click.echo(f"error: --shard is not supported for {kind.name} manifests (features are shared by all stages)", err=True)
+        sys.exit(2)
+    stages = plan_or_exit(m, file)
+    shard = parse_shard(shard)
+    tracker = gate(m, file, stages, kind.preflight, only, tracking_uri, no_tracking)
+    # torch/transformers load only now: a dead tracking server is reported within seconds, before this
+    from . import results
+    from .store import StageStore
+
+    ok = False
+    try:
+        kind.run_stages(m, tracker, force=force, only=only, shard=shard, echo=console.print)
+        ok = True
+    except kind.input_errors as e:     # bad input found before the stage trains
+        click.echo(f"error: {e}", err=True)
+    finally:
+        tables = kind.collect(m, stages, StageStore(m.output.dir))
+        out = results.write(m, tables, Path(m.output.dir) / m.name, kind.data_identity)
+        tracker.finish(tables, out, ok=ok)
+        if after is not None:
+            problems = after(m, stages, tracker, out)
+            for p in problems:
+                click.echo(f"error: {p}", err=True)
+            ok = ok and not problems
+    if not ok:      # only an input error gets here (anything else propagates): exit 2
+        sys.exit(2)
+    kind.render(tables, console)
+    console.print(f"results: {out}/")
