@@ -320,6 +320,8 @@ def lint(m: Manifest) -> list[str]:
         if t["optimizer"] == "adafactor":
             out.append(f"{mc.label}: adafactor uses relative step sizes as the reference's (lr {t['lr']:g} and "
                        f"lr_schedule have no effect)")
+            from .zero import lint as zero_lint   # Adafactor's semantics under ZeRO (per-partition)
+            out += zero_lint(m, mc, t)
         if mc.id not in MODELS and not mc.revision and not is_local(mc.id):
             out.append(f"{mc.label}: no revision pinned for {mc.id}; the resolved commit is recorded, but the run may drift")
     return out

@@ -54,7 +54,8 @@ def intended_resources(m, mc, mem: float) -> dict:
     mixed = m.fidelity.resolved()["precision"] == "mixed" and t["dtype"] != "float32"
     stage, oo, op = res["zero_stage"], res["offload_optimizer"], res["offload_params"]
     if stage == "auto":
-        stage, oo2, op2, _ = auto_policy(params, res["gpu_memory_gb"] or mem, world_size(res), mixed)
+        stage, oo2, op2, _ = auto_policy(params, res["gpu_memory_gb"] or mem, world_size(res), mixed,
+                                      t["optimizer"])
         oo, op = oo or oo2, op or op2
     return {"launcher": res["launcher"], "world": world_size(res), "zero_stage": stage,
             "offload_optimizer": oo or "none", "offload_params": op or "none"}

@@ -141,7 +141,8 @@ class W2STrainer(Trainer):
     # Adafactor as the reference's `torch_optimizer.Adafactor(params, lr)` (Qwen-72B): relative step size
     # and parameter scaling, so `lr` and the lr schedule have no effect. HF's own "adafactor" (relative_step
     # off, lr scheduled) would be a different optimizer. transformers' Adafactor is the same fairseq
-    # algorithm; AdafactorSchedule only reports the step size it picks.
+    # algorithm. Its AdafactorSchedule reads the param groups' params, which ZeRO-3 empties between steps
+    # (IndexError): harness.optim.RelativeStepSchedule reports the relative step without reading them.
     def create_optimizer(self, model=None):
         if self.args.optim != "adafactor" or self.optimizer is not None:
             return super().create_optimizer(model)
@@ -154,12 +155,14 @@ class W2STrainer(Trainer):
     def create_scheduler(self, num_training_steps, optimizer=None):
         if self.args.optim != "adafactor" or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
-        from transformers.optimization import Adafactor, AdafactorSchedule
+        from transformers.optimization import Adafactor
+
+        from .optim import RelativeStepSchedule
 
         opt = optimizer or self.optimizer
         while not isinstance(opt, Adafactor) and hasattr(opt, "optimizer"):   # accelerate / DeepSpeed wrappers
             opt = opt.optimizer
-        self.lr_scheduler = AdafactorSchedule(opt)
+        self.lr_scheduler = RelativeStepSchedule(opt)
         return self.lr_scheduler
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

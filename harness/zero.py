@@ -65,6 +65,11 @@ def resource_problems(m, i: int, mc, t: dict) -> list[tuple[tuple, str]]:
                         "(or torchrun), even for one GPU"))
     if res["nodes"] > 1 and (res["launcher"] != "deepspeed" or not res["hostfile"]):
         out.append((loc("nodes"), "several nodes need resources.launcher: deepspeed and a resources.hostfile"))
+    if t["optimizer"] == "adafactor" and res["offload_optimizer"] == "cpu":
+        out.append((loc("offload_optimizer"), f"model {mc.label}: optimizer adafactor (the reference's, Qwen-72B) cannot "
+                    f"run with ZeRO-Offload: the generated DeepSpeed config brings DeepSpeed's CPU AdamW, which would "
+                    f"replace Adafactor; set resources.offload_optimizer: none (zero_stage auto never offloads "
+                    f"Adafactor), or train this model with optimizer: adam"))
     if res["offload_params"] == "cpu" and res["zero_stage"] not in (3, "auto"):
         out.append((loc("offload_params"), f"offload_params needs zero_stage 3 (got {res['zero_stage']})"))
     if res["launcher"] != "none" and t["linear_probe"]:
@@ -94,6 +99,22 @@ def resource_problems(m, i: int, mc, t: dict) -> list[tuple[tuple, str]]:
     return out
 
 
+ADAFACTOR_UNDER_ZERO = (
+    "under DeepSpeed ZeRO (stage 1-3, auto included) Adafactor steps on flat 1-D fp32 partitions, not on the "
+    "model's tensors: its second moment is unfactored (full, like Adam's v without momentum) and the update-"
+    "clipping RMS and the relative step's parameter scale (RMS of the parameter) are taken per partition "
+    "(ZeRO-1/2: each rank's slice of all parameters; ZeRO-3: sub-groups of up to sub_group_size elements), "
+    "so step sizes differ from the reference's per-tensor Adafactor (docs/footguns.md)")
+
+
+def lint(m, mc, t: dict) -> list[str]:
+    """Plan-time warnings (no deepspeed import): Adafactor's semantics under ZeRO."""
+    res = m.resolved_resources(mc)
+    if t["optimizer"] == "adafactor" and res["launcher"] != "none" and res["zero_stage"] != 0:
+        return [f"{mc.label}: {ADAFACTOR_UNDER_ZERO}"]
+    return []
+
+
 # -- parameter count, memory estimate, auto policy --------------------------------------------
 @functools.lru_cache(maxsize=64)
 def count_params(hub_id: str, revision: str | None = None, trust_remote_code: bool = False) -> float | None:
@@ -119,13 +140,28 @@ def model_params(m, mc) -> float | None:
     return count_params(*m.hub_id(mc), m.trust_remote_code(mc))
 
 
+def optim_bytes(optimizer: str, mixed: bool, stage: int) -> int:
+    """Optimizer bytes per parameter on the GPU, fp32 master copy included.
+    Adam: master 4 (mixed only) + m 4 + v 4. Adafactor (relative step, beta1 None, as the reference's):
+    no momentum; its second moment is factored (row + column sums, ~0 bytes/param) only where it sees
+    the model's 2-D tensors. ZeRO-1/2/3 hand the optimizer flat 1-D fp32 partitions instead
+    (stage_1_and_2.py: `param_group['params'] = [single_partition_of_fp32_groups[i]]`; stage3.py
+    `_optimizer_step`: `[fp32_partitioned_groups_flat[sub_group_id]]`), so there the moment is a full
+    fp32 tensor: 4 bytes/param (see docs/footguns.md, Adafactor under ZeRO)."""
+    master = 4 if mixed else 0
+    if optimizer == "adafactor":
+        return master + (4 if stage >= 1 else 0)
+    return master + 8
+
+
 def estimate_gb(params: float, stage: int, offload_optimizer: str, offload_params: str, world: int,
-                mixed: bool) -> dict:
-    """Model states per GPU (ZeRO paper, Rajbhandari et al. 2020): weights + grads + Adam states.
-    Mixed: 2 + 2 + 12 bytes/param (bf16 weights and grads; fp32 master, m, v); fp32: 4 + 4 + 8.
+                mixed: bool, optimizer: str = "adam") -> dict:
+    """Model states per GPU (ZeRO paper, Rajbhandari et al. 2020): weights + grads + optimizer states.
+    Mixed: 2 + 2 + optim_bytes (bf16 weights and grads; fp32 master and moments); fp32: 4 + 4 + moments.
     ZeRO-1/2 shard optimizer states (and, 2, grads) over the world; ZeRO-3 shards weights too;
     offload moves optimizer states (and, params, the weights) to CPU memory. Activations excluded."""
-    w, g, o = (2, 2, 12) if mixed else (4, 4, 8)
+    w, g = (2, 2) if mixed else (4, 4)
+    o = optim_bytes(optimizer, mixed, stage)
     n = max(1, world)
     weights = params * w / (n if stage == 3 else 1)
     grads = params * g / (n if stage >= 2 else 1)
@@ -141,6 +177,8 @@ def estimate_gb(params: float, stage: int, offload_optimizer: str, offload_param
 
 CANDIDATES = [(0, "none", "none"), (2, "none", "none"), (3, "none", "none"), (2, "cpu", "none"),
               (3, "cpu", "none"), (3, "cpu", "cpu")]
+# Adafactor: no optimizer offload; ZeRO-3 may still move the bf16 weights to CPU (ZeRO-Infinity's offload_param).
+ADAFACTOR_CANDIDATES = [(0, "none", "none"), (2, "none", "none"), (3, "none", "none"), (3, "none", "cpu")]
 
 
 def gpu_memory_gb(res: dict) -> float | None:
@@ -156,17 +194,27 @@ def gpu_memory_gb(res: dict) -> float | None:
     return None
 
 
-def auto_policy(params: float | None, mem_gb: float | None, world: int, mixed: bool) -> tuple[int, str, str, str]:
+def auto_policy(params: float | None, mem_gb: float | None, world: int, mixed: bool,
+                optimizer: str = "adam") -> tuple[int, str, str, str]:
     """(stage, offload_optimizer, offload_params, reason): the first of CANDIDATES (fastest first)
-    whose model states fit in BUDGET of the GPU's memory."""
+    whose model states fit in BUDGET of the GPU's memory. Adafactor never gets optimizer offload:
+    ZeRO-Offload runs DeepSpeed's CPU AdamW in its place (refused, see resource_problems)."""
     if params is None or mem_gb is None:
         why = "parameter count" if params is None else "GPU memory"
         return 2, "none", "none", f"{why} unknown: ZeRO-2 (set resources.gpu_memory_gb or zero_stage)"
-    for stage, oo, op in CANDIDATES:
-        est = estimate_gb(params, stage, oo, op, world, mixed)
+    cands = CANDIDATES if optimizer != "adafactor" else ADAFACTOR_CANDIDATES
+    for stage, oo, op in cands:
+        est = estimate_gb(params, stage, oo, op, world, mixed, optimizer)
         if est["total_gb"] <= BUDGET * mem_gb:
             return stage, oo, op, f"fits {est['total_gb']:.1f} of {mem_gb:.0f} GB ({BUDGET:.0%} budget)"
-    return 3, "cpu", "cpu", f"does not fit {mem_gb:.0f} GB even with full offload; expect OOM"
+    stage, oo, op = cands[-1]
+    est = estimate_gb(params, stage, oo, op, world, mixed, optimizer)
+    need = next((n for n in range(world + 1, 1025)
+                 if estimate_gb(params, 3, "none", "none", n, mixed, optimizer)["total_gb"] <= BUDGET * mem_gb), None)
+    more = (f"; ZeRO-3 needs at least {need} GPUs of {mem_gb:.0f} GB (gpus x nodes, a divisor of batch_size / "
+            f"micro_batch)" if need else "")
+    return stage, oo, op, (f"does not fit {mem_gb:.0f} GB even with the most offload {optimizer} allows "
+                           f"({est['total_gb']:.1f} GB/GPU > {BUDGET:.0%} budget){more}; expect OOM")
 
 
 def resolve(m, mc) -> dict:
@@ -180,19 +228,19 @@ def resolve(m, mc) -> dict:
         params = MODELS[mc.id].params if mc.id in MODELS else None
     else:
         params = model_params(m, mc)
-    out = dict(res, world=world, params=params, mixed=mixed, reason="set in the manifest")
+    out = dict(res, world=world, params=params, mixed=mixed, reason="set in the manifest", optimizer=t["optimizer"])
     if res["launcher"] == "none":
         out.update(zero_stage=None, offload_optimizer="none", offload_params="none", reason="single process")
     elif res["zero_stage"] == "auto":
         mem = gpu_memory_gb(res)
-        stage, oo, op, why = auto_policy(params, mem, world, mixed)
+        stage, oo, op, why = auto_policy(params, mem, world, mixed, t["optimizer"])
         out.update(zero_stage=stage, offload_optimizer=res["offload_optimizer"] or oo,
                    offload_params=res["offload_params"] or op, reason="auto: " + why, gpu_memory_gb=mem)
     else:
         out.update(offload_optimizer=res["offload_optimizer"] or "none", offload_params=res["offload_params"] or "none")
     stage = out["zero_stage"] or 0
     out["estimate"] = estimate_gb(params, stage, out["offload_optimizer"], out["offload_params"], world,
-                                  mixed) if params else None
+                                  mixed, t["optimizer"]) if params else None
     return out
 
 
