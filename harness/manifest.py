@@ -16,7 +16,7 @@ from .lora import LoraConfig, problems as lora_problems
 from .losses import LOSS_DEFAULTS, LOSSES
 # The shared base, re-exported: callers import the manifest's names from here.
 from .manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean  # noqa: F401
-from .models import MODELS, POOLINGS, is_local
+from .model_table import MODELS, POOLINGS, is_local
 
 OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label", "resources"}
 
