@@ -19,8 +19,8 @@ def _results_dirs(source: str, tracking_uri: str | None, scratch: Path) -> list[
         found = sorted(d for d in p.iterdir() if (d / "stages.csv").exists())
         if found:
             return found
-        raise click.ClickException(f"{p}: no stages.csv here or one level down; give the results dir that "
-                                   f"`w2s run` printed (<output.dir>/<name>/)")
+        raise click.ClickException(f"{p.resolve()}: no results here (no stages.csv in it or one level down); "
+                                   f"give the results dir that `w2s run` printed (<output.dir>/<name>/)")
     if p.is_file() and p.suffix in (".yaml", ".yml"):
         from .manifest import ManifestError, load
 
@@ -30,14 +30,16 @@ def _results_dirs(source: str, tracking_uri: str | None, scratch: Path) -> list[
             raise click.ClickException("\n".join(e.problems)) from None
         d = Path(m.output.dir) / m.name
         if not (d / "stages.csv").exists():
-            raise click.ClickException(f"{d}: no results yet; run `w2s run {p}` first")
+            raise click.ClickException(f"{d.resolve()}: no results yet; run `w2s run {p}` first")
         return [d]
-    if p.exists() or "/" in source:
-        raise click.ClickException(f"{source}: not a results dir, output dir or manifest")
+    if p.exists():
+        raise click.ClickException(f"{p.resolve()}: not a results dir, output dir or manifest")
+    if "/" in source:    # a path, not a run id: say plainly that it is not there
+        raise click.ClickException(f"{p.resolve()}: no such file or directory (not a results dir, output dir or manifest)")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise click.ClickException(f"{source}: no such path; to report a run id, pass --tracking-uri "
-                                   f"(or set MLFLOW_TRACKING_URI)")
+        raise click.ClickException(f"{p.resolve()}: no such file or directory; if {source} is a parent run id, "
+                                   f"pass --tracking-uri (or set MLFLOW_TRACKING_URI)")
     from .mlflow_tracking import probe
     from .tracking import TrackingError
 

@@ -35,3 +35,26 @@ def _heavy_imports(*args: str) -> list[str]:
 def test_light_commands_do_not_import_heavy_libraries(args):
     # torch alone costs 1-2 s of import: checking a YAML file must not pay for it
     assert _heavy_imports(*args) == []
+
+
+def _w2s(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def test_results_with_no_finished_stage_fails_and_names_the_absolute_folder(tmp_path):
+    # from another directory `output.dir: runs` points at an empty folder: that is an error, not empty tables
+    r = _w2s("results", ROOT / "experiments" / "quickstart.yaml", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"no finished stage of 'quickstart' in {tmp_path.resolve() / 'runs' / 'stages'}" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("what", ["missing/dir", "missing", "empty"])
+def test_report_on_a_missing_or_empty_folder_fails_and_names_it(tmp_path, what):
+    (tmp_path / "empty").mkdir()
+    r = _w2s("report", what, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 1, r.stdout + r.stderr
+    absolute = str(tmp_path.resolve() / what)
+    assert absolute in r.stderr and "Traceback" not in r.stderr
+    assert ("no results here" if what == "empty" else "no such file or directory") in r.stderr
