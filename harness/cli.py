@@ -173,10 +173,10 @@ def results(file, overrides):
 
 @main.command()
 def env():
-    """Print versions (paste this into bug reports)."""
-    from .envinfo import git_commit, versions
+    """Print versions, OS, CPU/GPU/CUDA, data/cache variables and the checkout (paste into bug reports)."""
+    from .envinfo import system, versions
 
-    for k, v in {**versions(), "git": git_commit()}.items():
+    for k, v in {**versions(), **system()}.items():
         click.echo(f"{k}: {v}")
 
 

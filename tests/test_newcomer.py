@@ -58,3 +58,40 @@ def test_report_on_a_missing_or_empty_folder_fails_and_names_it(tmp_path, what):
     absolute = str(tmp_path.resolve() / what)
     assert absolute in r.stderr and "Traceback" not in r.stderr
     assert ("no results here" if what == "empty" else "no such file or directory") in r.stderr
+
+
+def test_env_reports_system_gpu_variables_and_checkout(tmp_path):
+    r = _w2s("env", cwd=tmp_path, env={"W2S_DATA_DIR": "/data/w2s", "HF_HUB_OFFLINE": "1",
+                                       "MLFLOW_TRACKING_URI": "http://alice:s3cret@127.0.0.1:5999"})
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    assert got["os"].startswith(os.uname().sysname) and f"{os.cpu_count()} logical" in got["cpu"]
+    import torch
+
+    assert ("none visible" in got["gpu"]) == (not torch.cuda.is_available())
+    assert str(torch.version.cuda or "CPU build") in got["cuda"]
+    assert got["W2S_DATA_DIR"] == "/data/w2s" and got["HF_HUB_OFFLINE"] == "1"
+    assert got["MLFLOW_TRACKING_URI"] == "http://***@127.0.0.1:5999", "credentials are not printed"
+    assert {"W2S_QWEN1_CODE", "HF_HOME"} <= got.keys(), "listed even when unset"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert got["git"] == head.strip() and got["git dirty"].split()[0] in ("yes", "no")
+
+
+def test_git_dirty_flag_follows_tracked_files(tmp_path):
+    from harness.envinfo import git_state
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *a], check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a\n")
+    git("add", "f.txt")
+    git("commit", "-qm", "x")
+    sha, dirty = git_state(tmp_path)
+    assert len(sha) == 40 and dirty is False
+    (tmp_path / "untracked.txt").write_text("u\n")
+    assert git_state(tmp_path)[1] is False, "untracked files (outputs) do not make the tree dirty"
+    (tmp_path / "f.txt").write_text("b\n")
+    assert git_state(tmp_path) == (sha, True)
+    assert git_state(tmp_path / "nowhere") == (None, None)
