@@ -95,3 +95,85 @@ def test_git_dirty_flag_follows_tracked_files(tmp_path):
     (tmp_path / "f.txt").write_text("b\n")
     assert git_state(tmp_path) == (sha, True)
     assert git_state(tmp_path / "nowhere") == (None, None)
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":      # fields: state, ppid, pgrp, ...
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    import mlflow
+
+    mlflow.MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow' / 'mlflow.db'}").create_experiment("newcomer")
+    return tmp_path / "out"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_kill_of_w2s_ui_stops_the_whole_mlflow_server(store_dir):
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
+    ui = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "-f", str(store_dir)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server_pgids: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert ui.poll() is None and time.time() < deadline, ui.stdout.read().decode()[-3000:]
+                time.sleep(0.3)
+        server_pgids = {os.getpgid(int(c)) for c in
+                        Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()}
+        assert server_pgids and ui.pid not in server_pgids, "the server runs in a group of its own"
+        ui.terminate()                                    # `kill <pid>` of `w2s ui`
+        assert ui.wait(timeout=60) == 128 + 15
+        assert not any(_group_members(g) for g in server_pgids), "mlflow server / uvicorn left running"
+        assert not _listening(port)
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+        for g in server_pgids:      # leave nothing behind even when the assertions above fail
+            try:
+                os.killpg(g, 9)
+            except ProcessLookupError:
+                pass
+
+
+def test_w2s_ui_on_a_busy_port_fails(store_dir):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _w2s("ui", "--port", port, "-f", store_dir, cwd=store_dir, env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 1 and f"port {port} on 127.0.0.1 is in use" in r.stderr, r.stdout + r.stderr
+    assert "MLflow UI: http" not in r.stdout, "no URL printed for a server that never started"
