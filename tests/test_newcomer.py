@@ -139,7 +139,7 @@ def test_kill_of_w2s_ui_stops_the_whole_mlflow_server(store_dir):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
     ui = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "-f", str(store_dir)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     server_pgids: set[int] = set()
     try:
         deadline = time.time() + 120
@@ -150,8 +150,9 @@ def test_kill_of_w2s_ui_stops_the_whole_mlflow_server(store_dir):
             except OSError:
                 assert ui.poll() is None and time.time() < deadline, ui.stdout.read().decode()[-3000:]
                 time.sleep(0.3)
-        server_pgids = {os.getpgid(int(c)) for c in
+        server_pgids |= {os.getpgid(int(c)) for c in
                         Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()}
+        server_pgids -= {os.getpgid(0)}                   # never signal the test's own group below
         assert server_pgids and ui.pid not in server_pgids, "the server runs in a group of its own"
         ui.terminate()                                    # `kill <pid>` of `w2s ui`
         assert ui.wait(timeout=60) == 128 + 15
@@ -159,7 +160,7 @@ def test_kill_of_w2s_ui_stops_the_whole_mlflow_server(store_dir):
         assert not _listening(port)
     finally:
         if ui.poll() is None:
-            ui.kill()
+            os.killpg(ui.pid, 9)
         for g in server_pgids:      # leave nothing behind even when the assertions above fail
             try:
                 os.killpg(g, 9)
