@@ -129,7 +129,7 @@ class LossConfig(Strict):
         return self
 
 
-PROFILES = {  # every numerics-affecting quirk at once (REFERENCE.md §11)
+PROFILES = {  # every numerics-affecting quirk at once (docs/quirks.md)
     "reference": dict(pooling="nonzero_count", logconf_warmup="reference", sampling="head",
                       overlength="drop", ceiling_half="weak_half", precision="reference", dedup="none"),
     "fixed": dict(pooling="attention_mask", logconf_warmup="linear", sampling="random",

@@ -1,4 +1,4 @@
-"""Model families and the reference's model table (REFERENCE.md §3 in docs/quirks.md's source): plain data.
+"""Model families and the reference's model table : plain data.
 
 Kept apart from harness.models (the torch classifier) so that validating or planning a manifest does
 not import torch; harness.models re-exports every name.
