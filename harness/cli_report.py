@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -19,8 +22,8 @@ def _results_dirs(source: str, tracking_uri: str | None, scratch: Path) -> list[
         found = sorted(d for d in p.iterdir() if (d / "stages.csv").exists())
         if found:
             return found
-        raise click.ClickException(f"{p}: no stages.csv here or one level down; give the results dir that "
-                                   f"`w2s run` printed (<output.dir>/<name>/)")
+        raise click.ClickException(f"{p.resolve()}: no results here (no stages.csv in it or one level down); "
+                                   f"give the results dir that `w2s run` printed (<output.dir>/<name>/)")
     if p.is_file() and p.suffix in (".yaml", ".yml"):
         from .manifest import ManifestError, load
 
@@ -30,14 +33,16 @@ def _results_dirs(source: str, tracking_uri: str | None, scratch: Path) -> list[
             raise click.ClickException("\n".join(e.problems)) from None
         d = Path(m.output.dir) / m.name
         if not (d / "stages.csv").exists():
-            raise click.ClickException(f"{d}: no results yet; run `w2s run {p}` first")
+            raise click.ClickException(f"{d.resolve()}: no results yet; run `w2s run {p}` first")
         return [d]
-    if p.exists() or "/" in source:
-        raise click.ClickException(f"{source}: not a results dir, output dir or manifest")
+    if p.exists():
+        raise click.ClickException(f"{p.resolve()}: not a results dir, output dir or manifest")
+    if "/" in source:    # a path, not a run id: say plainly that it is not there
+        raise click.ClickException(f"{p.resolve()}: no such file or directory (not a results dir, output dir or manifest)")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise click.ClickException(f"{source}: no such path; to report a run id, pass --tracking-uri "
-                                   f"(or set MLFLOW_TRACKING_URI)")
+        raise click.ClickException(f"{p.resolve()}: no such file or directory; if {source} is a parent run id, "
+                                   f"pass --tracking-uri (or set MLFLOW_TRACKING_URI)")
     from .mlflow_tracking import probe
     from .tracking import TrackingError
 
@@ -129,16 +134,66 @@ def ui(port, target):
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
            "--default-artifact-root", (d / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
+    _check_port(port)
     click.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {d}; Ctrl-C to stop)")
     from .mlflow_experiment import experiment_urls   # the runs table of each experiment, not the GenAI overview
     for line in experiment_urls(d / "mlflow.db", f"http://127.0.0.1:{port}"):
         click.echo(f"  {line}")
-    proc = subprocess.Popen(cmd, env=env)
+    # Its own process group: mlflow server forks uvicorn/gunicorn workers, and `kill <pid of w2s ui>` must
+    # stop all of them (a plain terminate() stops only the mlflow launcher and leaves the port served).
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def on_signal(signum, _frame):  # raise out of proc.wait() (which holds its lock), clean up below
+        raise _Stopped(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=15)
+        rc = proc.wait()
+    except KeyboardInterrupt:       # Ctrl-C: the user's normal way to stop the viewer
+        _stop_group(proc)
+        sys.exit(0)
+    except _Stopped as e:           # `kill <pid>`: stop the server too, exit as a killed process would
+        _stop_group(proc)
+        sys.exit(128 + e.args[0])
+    _stop_group(proc)               # workers outliving their launcher
+    raise click.ClickException(f"the MLflow server stopped by itself (exit {rc}); its messages are above")
+
+
+class _Stopped(Exception):
+    """SIGTERM/SIGHUP reached `w2s ui`."""
+
+
+def _check_port(port: int) -> None:
+    """Fail before starting when something already listens there (the server would log it and exit 0)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn binds: TIME_WAIT is not "busy"
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise click.ClickException(f"port {port} on 127.0.0.1 is in use ({e.strerror}); pick another with "
+                                       f"--port, or stop what listens there") from None
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM the server's process group, wait for it to go, then SIGKILL whatever is left."""
+    def signal_group(sig) -> bool:
+        try:
+            os.killpg(proc.pid, sig)
+            return True
+        except ProcessLookupError:   # the group is empty: everything has exited
+            return False
+
+    if not signal_group(signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()                  # reap the leader, or the group never empties
+        if not signal_group(0):
+            return
+        time.sleep(0.2)
+    signal_group(signal.SIGKILL)
+    proc.wait()
 
 
 COMMANDS = [report, ui]

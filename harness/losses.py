@@ -9,12 +9,12 @@ whole optimizer batch (all micro-batches, all ranks) and passes it as keyword ar
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:   # torch is imported inside the losses: `w2s validate` checks names without loading it
+    import torch
 
-LossFn = Callable[..., torch.Tensor]
+LossFn = Callable[..., "torch.Tensor"]
 LOSSES: dict[str, LossFn] = {}
 # Default parameters per loss; `None` means "resolved from the fidelity profile".
 LOSS_DEFAULTS: dict[str, dict] = {}
@@ -45,6 +45,8 @@ def register(name: str, defaults: dict | None = None, batch_stats: bool = False)
 
 def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over rows of CE(z, q) = -sum_c q_c log softmax(z)_c."""
+    import torch.nn.functional as F
+
     return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
 
@@ -56,6 +58,8 @@ def xent(logits, soft_labels, step_frac=0.0):
 @register("kl")
 def kl(logits, soft_labels, step_frac=0.0):
     """KL(y || p) = CE(z, y) - H(y): the gradient of xent, a value that is 0 at a perfect fit."""
+    import torch
+
     y = soft_labels.float()
     entropy = -(y * torch.log(y.clamp_min(1e-12))).sum(dim=-1).mean()
     return soft_ce(logits.float(), y) - entropy
@@ -63,6 +67,8 @@ def kl(logits, soft_labels, step_frac=0.0):
 
 @register("product", {"alpha": 1.0, "beta": 1.0, "warmup_frac": 0.1})
 def product(logits, soft_labels, step_frac=0.0, alpha=1.0, beta=1.0, warmup_frac=0.1):
+    import torch
+
     # warmup_frac is stored but unused, exactly as in the reference (Q29).
     logits, y = logits.float(), soft_labels.float()
     target = torch.softmax(logits, dim=-1).pow(beta) * y.pow(alpha)
@@ -82,12 +88,16 @@ def logconf_coef(step_frac: float, aux_coef: float, warmup_frac: float, warmup: 
 
 def logconf_threshold(p0: torch.Tensor, prior1: torch.Tensor) -> torch.Tensor:
     """tau = quantile of class-0 probabilities at the batch's mean weak probability of class 1."""
+    import torch
+
     return torch.quantile(p0.float(), prior1.float().clamp(0.0, 1.0))
 
 
 @register("logconf", {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": None}, batch_stats=True)
 def logconf(logits, soft_labels, step_frac=0.0, aux_coef=0.5, warmup_frac=0.1, warmup="linear",
             batch_p0: torch.Tensor | None = None, batch_prior1: torch.Tensor | None = None):
+    import torch
+
     logits, y = logits.float(), soft_labels.float()
     coef = logconf_coef(step_frac, aux_coef, warmup_frac, warmup)
     p = torch.softmax(logits, dim=-1)

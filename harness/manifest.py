@@ -16,7 +16,7 @@ from .lora import LoraConfig, problems as lora_problems
 from .losses import LOSS_DEFAULTS, LOSSES
 # The shared base, re-exported: callers import the manifest's names from here.
 from .manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean  # noqa: F401
-from .models import MODELS, POOLINGS, is_local
+from .model_table import MODELS, POOLINGS, is_local
 
 OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label", "resources"}
 
@@ -129,7 +129,7 @@ class LossConfig(Strict):
         return self
 
 
-PROFILES = {  # every numerics-affecting quirk at once (REFERENCE.md §11)
+PROFILES = {  # every numerics-affecting quirk at once (docs/quirks.md)
     "reference": dict(pooling="nonzero_count", logconf_warmup="reference", sampling="head",
                       overlength="drop", ceiling_half="weak_half", precision="reference", dedup="none"),
     "fixed": dict(pooling="attention_mask", logconf_warmup="linear", sampling="random",

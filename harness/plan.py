@@ -14,7 +14,7 @@ from . import __version__
 from .data import DATASETS, fingerprint
 from .losses import resolve_params
 from .manifest import Manifest, ModelConfig
-from .models import MODELS, is_local
+from .model_table import MODELS, is_local
 from .code_identity import stage_code
 from .chains import chain_stages, direct_pairs
 from .store import content_key

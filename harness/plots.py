@@ -1,4 +1,4 @@
-"""Figures in the style of the reference's README plots (REFERENCE.md §8, notebooks/Plotting.ipynb), made to
+"""Figures in the style of the reference's README plots (docs/quirks.md#pgr, notebooks/Plotting.ipynb), made to
 be read in a paper: the accuracy-vs-ceiling plot (models in ladder order on x, ticks "model (ceiling acc)";
 ground truth in black, one colour per weak supervisor, one marker per loss, student markers drawn over
 ground truth; a majority-class line; 95% CI whiskers only where an interval exists; the legend outside the

@@ -6,7 +6,7 @@ import os
 
 from .data import DATASETS, DATA_DIR_ENV, local_path
 from .manifest import Manifest
-from .models import MODELS, is_local
+from .model_table import MODELS, is_local
 
 GPU_PARAMS = 1e9   # above this, CPU training is not a plan
 

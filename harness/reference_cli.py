@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 import yaml
 
-from .models import MODELS
+from .model_table import MODELS
 
 TMP_RESULTS = str(Path(tempfile.gettempdir()) / "results")
 TRAIN_SIMPLE = dict(batch_size=32, max_ctx=1024, ds_name="sciq", loss="xent", n_docs=20000, n_test_docs=10000,

@@ -169,7 +169,7 @@ def build_report(results_dir: Path, out: Path, compare: Path | None = None) -> P
                        "PGR", "agreement"]),
              "## PGR per loss", "",
              "Median and mean over the (pair, seed) rows of *resolved* pairs only; `reference` is the reference "
-             "notebook's statistic (seed-mean baselines, REFERENCE.md §8) over the same rows.", ""]
+             "notebook's statistic (seed-mean baselines, docs/quirks.md#pgr) over the same rows.", ""]
     if len(r.summary):
         s = r.summary.copy()
         s["median"] = [stats.ci_cell(x.median_pgr, x.median_ci_low, x.median_ci_high, x.note) for x in s.itertuples()]

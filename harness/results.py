@@ -1,7 +1,7 @@
 """The results tables of a run: accuracy per stage, PGR per (weak, strong, loss, seed), per pair with
 test-aware intervals (harness.stats: a paired bootstrap over test items, nested with seeds), and per-loss
 median/mean PGR over the rows of resolved pairs only. `pgr_reference` is the reference notebook's
-statistic (REFERENCE.md §8): seed-mean baselines, median over valid rows per loss (of resolved pairs).
+statistic (docs/quirks.md#pgr): seed-mean baselines, median over valid rows per loss (of resolved pairs).
 results.json carries the run's context too: versions, git commit, the resolved manifest, data fingerprints
 and the rehearsal/real tag; items.parquet holds the per-item test correctness the intervals come from."""
 from __future__ import annotations

@@ -31,7 +31,7 @@ def render() -> str:
            "Model-table defaults (lr, optimizer, eval batch, pinned revision) apply to registry names.",
            "`extends: base.yaml` merges a manifest over a base (mappings key by key; lists are replaced), so",
            "experiment files can be small diffs; files named `_*.yaml` are such bases.", "",
-           "Fidelity profiles (REFERENCE.md §11):", ""]
+           "Fidelity profiles (docs/quirks.md):", ""]
     out += ["| quirk | reference | fixed |", "|---|---|---|"]
     out += [f"| {k} | {mf.PROFILES['reference'][k]} | {mf.PROFILES['fixed'][k]} |" for k in mf.PROFILES["fixed"]]
     for title, model in SECTIONS:

@@ -13,8 +13,10 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:   # pandas loads only where tables are read or written (`w2s validate` stays fast)
+    import pandas as pd
 
 
 def canonical(obj) -> str:
@@ -144,6 +146,8 @@ class StageStore:
         return path
 
     def read_table(self, key: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(self.dir(key) / f"{name}.parquet", columns=columns)
 
 

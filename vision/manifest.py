@@ -14,7 +14,6 @@ from pydantic import Field, field_validator, model_validator
 
 from harness.manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean
 
-from .models import REGISTRY
 
 DATASETS = ("imagenet_val", "cifar10", "synthetic")
 
@@ -33,6 +32,8 @@ class VisionModel(Strict):
     @field_validator("id")
     @classmethod
     def _known(cls, v):
+        from .models import REGISTRY   # torch: only when a vision manifest is checked
+
         if v not in REGISTRY:
             raise ValueError(f"unknown vision model {v!r}{_did_you_mean(v, REGISTRY)}; registered: {', '.join(REGISTRY)}")
         return v
@@ -42,6 +43,8 @@ class VisionModel(Strict):
         return self.name or self.id
 
     def spec(self):
+        from .models import REGISTRY
+
         return REGISTRY[self.id]
 
     def resolved(self) -> dict:
@@ -99,6 +102,8 @@ class VisionManifest(Strict):
 
     @model_validator(mode="after")
     def _check(self):
+        from .models import REGISTRY
+
         v, problems = self.vision, []
         if len(set(self.seeds)) != len(self.seeds):
             problems.append((("seeds",), "duplicate seeds; list each seed once"))
