@@ -17,6 +17,7 @@ class Kind:
     name: str = "?"
     schema: type = object          # the pydantic manifest schema of this kind
     shardable: bool = True         # can `--shard I/N` split its stages between machines
+    distributable: bool = True     # can `--executor ray` train its stages as cluster tasks
     plan_errors: tuple = (FileNotFoundError, ValueError)   # from build_plan: bad input, exit 2
 
     @property

@@ -90,7 +90,7 @@ def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None
     if shard is not None and not kind.shardable:
         click.echo(f"error: --shard is not supported for {kind.name} manifests (features are shared by all stages)", err=True)
         sys.exit(2)
-    if executor != "local" and kind.name != "language":
+    if executor != "local" and not kind.distributable:
         click.echo(f"error: --executor {executor} is not supported for {kind.name} manifests; use --executor local", err=True)
         sys.exit(2)
     stages = plan_or_exit(m, file)

@@ -22,6 +22,17 @@ def test_vision_runs_through_the_pipeline_with_its_kind(tmp_path):
     out = CliRunner().invoke(main, ["run", str(path), "--shard", "0/2", "--no-tracking"])
     assert out.exit_code == 2 and "--shard is not supported for vision manifests" in out.output
     assert not (tmp_path / "runs").exists()
+    # so is a Ray executor (one process computes the shared features): refused before Ray is touched
+    assert kind.distributable is False and kind_of(load_language()).distributable is True
+    out = CliRunner().invoke(main, ["run", str(path), "--executor", "ray", "--no-tracking"])
+    assert out.exit_code == 2 and "--executor ray is not supported for vision manifests" in out.output
+    assert not (tmp_path / "runs").exists()
+
+
+def load_language():
+    from conftest import ROOT
+
+    return load(ROOT / "experiments" / "quickstart.yaml")
 
 
 def test_plan_shows_the_kinds_own_table(tmp_path):

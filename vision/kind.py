@@ -13,6 +13,7 @@ class Vision(Kind):
     name = "vision"
     schema = VisionManifest
     shardable = False      # features are computed once and shared by every stage of the run
+    distributable = False  # the same: one process computes the shared features
     plan_errors = (FileNotFoundError, ValueError, RuntimeError)
 
     def build_plan(self, m):
