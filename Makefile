@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make quickstart   set up, then run experiments/quickstart.yaml (real models, real data)"
 	@echo "make test         set up, then run every test tier (fast, real, tracking, browser, docker)"
-	@echo "make test-fast    the fast tier only (tiny random models, about 3 minutes)"
+	@echo "make test-fast    the fast tier only (tiny random models; 362 tests, about 10 minutes on 2 cores)"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
