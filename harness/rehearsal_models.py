@@ -84,34 +84,31 @@ def build(model_id: str) -> Path:
     return out
 
 
-def _gpt2(out: Path, cfg: dict) -> None:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+def _native(config_cls: str, model_cls: str):
+    """A builder for a family transformers supports natively: random weights from the scaled config, and
+    the small byte-level BPE (the real vocabularies are not cached offline)."""
+    def build(out: Path, cfg: dict) -> None:
+        import torch
+        import transformers
 
-    tok = bpe_tokenizer()
-    torch.manual_seed(0)
-    conf = GPT2Config(vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                      **{k: v for k, v in cfg.items() if k != "family"})
-    GPT2LMHeadModel(conf).save_pretrained(out)
-    tok.save_pretrained(out)
+        tok = bpe_tokenizer()
+        torch.manual_seed(0)
+        conf = getattr(transformers, config_cls)(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
+                                                 eos_token_id=tok.eos_token_id,
+                                                 **{k: v for k, v in cfg.items() if k != "family"})
+        getattr(transformers, model_cls)(conf).save_pretrained(out)
+        tok.save_pretrained(out)
+    return build
+
+
+_gpt2 = _native("GPT2Config", "GPT2LMHeadModel")
+_qwen2 = _native("Qwen2Config", "Qwen2ForCausalLM")
 
 
 def _qwen1(out: Path, cfg: dict) -> None:
     from .tiny import make_qwen1
 
     make_qwen1(out, **{k: v for k, v in cfg.items() if k != "family"})   # the real tiktoken vocabulary
-
-
-def _qwen2(out: Path, cfg: dict) -> None:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tok = bpe_tokenizer()
-    torch.manual_seed(0)
-    conf = Qwen2Config(vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                       **{k: v for k, v in cfg.items() if k != "family"})
-    Qwen2ForCausalLM(conf).save_pretrained(out)
-    tok.save_pretrained(out)
 
 
 def _byte_alphabet() -> list[str]:

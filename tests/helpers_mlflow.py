@@ -131,3 +131,29 @@ def seed_output(path: Path, dst: Path) -> Path:
 
 def run_args(path: Path, out: Path, *extra) -> list[str]:
     return ["run", str(path), *FAST, "-o", f"output.dir={out}", *map(str, extra)]
+
+
+def stage_runs(m) -> dict:
+    """{stage key: [status of each MLflow run of that stage]} in the manifest's embedded store."""
+    from harness.mlflow_store import default_uri
+
+    c = client(default_uri(m))
+    out = {}
+    for r in children(c, c.get_experiment_by_name(m.name).experiment_id):
+        out.setdefault(r.data.tags["w2s.stage_key"], []).append(r.info.status)
+    return out
+
+
+def wait_healthy(proc, port: int, timeout: float = 120) -> None:
+    """Until the MLflow server started by `proc` (stdout piped) answers /health on 127.0.0.1:`port`."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.3)

@@ -15,7 +15,7 @@ from harness.claims import Claims
 from harness.store import StageStore
 
 from conftest import ROOT, W2S
-from helpers_mlflow import FAST, children, client
+from helpers_mlflow import FAST, stage_runs
 
 KEY = "ab" * 32
 
@@ -111,13 +111,3 @@ def test_two_concurrent_runs_train_every_stage_exactly_once(tiny, tmp_path):
         pd.read_csv(tmp_path / "runs" / "tiny" / f"{name}.csv")     # whole files, not interleaved halves
     assert stage_runs(m) == {s.key: ["FINISHED"] for s in plan}, "one MLflow run per stage, FINISHED"
 
-
-def stage_runs(m) -> dict:
-    """{stage key: [status of each MLflow run of that stage]} in the manifest's embedded store."""
-    from harness.mlflow_tracking import default_uri
-
-    c = client(default_uri(m))
-    out = {}
-    for r in children(c, c.get_experiment_by_name(m.name).experiment_id):
-        out.setdefault(r.data.tags["w2s.stage_key"], []).append(r.info.status)
-    return out

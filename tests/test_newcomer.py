@@ -124,32 +124,16 @@ def store_dir(tmp_path):
     return tmp_path / "out"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_kill_of_w2s_ui_stops_the_whole_mlflow_server(store_dir):
-    import time
-    import urllib.request
+    from helpers_mlflow import free_port, wait_healthy
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
     ui = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "-f", str(store_dir)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     server_pgids: set[int] = set()
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert ui.poll() is None and time.time() < deadline, ui.stdout.read().decode()[-3000:]
-                time.sleep(0.3)
+        wait_healthy(ui, port)
         server_pgids |= {os.getpgid(int(c)) for c in
                         Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()}
         server_pgids -= {os.getpgid(0)}                   # never signal the test's own group below

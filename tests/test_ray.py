@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, W2S
-from helpers_mlflow import FAST, children, client, free_port
+from helpers_mlflow import FAST, free_port, stage_runs
 
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")       # the venv's CLI, whatever PATH says
@@ -94,15 +94,6 @@ def plan_of(path: Path):
     m = load(path, FAST[1::2])
     return m, build_plan(m)
 
-
-def stage_runs(m) -> dict:
-    from harness.mlflow_tracking import default_uri
-
-    c = client(default_uri(m))
-    out = {}
-    for r in children(c, c.get_experiment_by_name(m.name).experiment_id):
-        out.setdefault(r.data.tags["w2s.stage_key"], []).append(r.info.status)
-    return out
 
 
 def attempt_log(scratch: Path) -> list[dict]:

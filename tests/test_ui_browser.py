@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_mlflow import FAST, REPO, children, clean_env, client, free_port, make_tiny, w2s
+from helpers_mlflow import FAST, REPO, children, clean_env, client, free_port, make_tiny, w2s, wait_healthy
 
 from harness.manifest import load
 from harness.mlflow_tracking import default_uri
@@ -59,14 +57,7 @@ def ui(tmp_path_factory):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "-f", str(path)],
                             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
-            time.sleep(0.3)
+    wait_healthy(proc, port)
     m = load(path, [FAST[i + 1] for i in range(0, len(FAST), 2)])
     yield {"port": port, "m": m, "c": client(default_uri(m))}
     os.killpg(proc.pid, signal.SIGTERM)          # `w2s ui` and the mlflow server it started
