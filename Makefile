@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 W2S := $(VENV)/bin/w2s
 # Offline machines: real data from ../shared/data and models from the seeded HF cache.
-SHARED ?= $(abspath ../shared)
+# ../shared beside the checkout; for a clone of a local checkout (git clone -q . /tmp/x), beside its origin
+SHARED ?= $(abspath $(firstword $(wildcard ../shared $(shell git config --get remote.origin.url 2>/dev/null)/../shared) ../shared))
 ifneq ($(wildcard $(SHARED)/data),)
 export W2S_DATA_DIR ?= $(SHARED)/data
 export HF_HUB_OFFLINE ?= 1
