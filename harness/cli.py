@@ -163,9 +163,8 @@ def results(file, overrides):
         click.echo(f"warning: corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; left out of the table, "
                    f"`w2s run` recomputes it", err=True)
     if not any(store.is_done(s.key) for s in stages):    # three empty tables and exit 0 hid a wrong output.dir
-        click.echo(f"error: {file}: no finished stage of {m.name!r} in {store.root.resolve()} (output.dir "
-                   f"{m.output.dir!r}, relative to the working directory); run `w2s run {file}` first, or run "
-                   f"this from the folder the run used", err=True)
+        click.echo(f"error: {file}: no finished stage of {m.name!r} in {store.root.resolve()} (output.dir, "
+                   f"relative to the manifest's folder); run `w2s run {file}` first", err=True)
         sys.exit(1)
     tables = res.collect(m, [s for s in stages if s.key not in bad], store)   # dependants too, as warned
     res.render(tables, _console())

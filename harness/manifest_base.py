@@ -33,7 +33,9 @@ class Strict(BaseModel):
 
 
 class Output(Strict):
-    dir: str = Field("runs", description="stage cache (dir/stages) and results (dir/<name>)")
+    dir: str = Field("runs", description="stage cache (dir/stages) and results (dir/<name>); a relative path is "
+                     "relative to the folder of the manifest that sets it (not the working directory); "
+                     "`-o output.dir=...` on the command line is relative to the working directory")
     log_every: int = Field(10, ge=1, description="optimizer steps between train-metric logs")
 
 

@@ -140,7 +140,27 @@ def _load_manifest(path: Path, overrides, default, sections) -> BaseModel:
     problems = guard.size_problems(m, lines, path, keys) if getattr(schema, "SIZE_CHECKED", False) else []
     if problems:
         raise ManifestError(problems)
+    _anchor_output_dir(m, path, lines, keys)
     return m
+
+
+def _anchor_output_dir(m, path: Path, lines: dict, overridden: list[str]) -> None:
+    """A relative `output.dir` is relative to the folder of the file that sets it (a base's, under
+    `extends`), or the manifest's when left default, so `w2s results` from any directory finds the
+    runs; a `-o output.dir=...` override is relative to the working directory, as paths typed in a
+    shell are. Made absolute here, once: everything downstream (and every printed path) sees that."""
+    out = getattr(m, "output", None)
+    if out is None or not isinstance(getattr(out, "dir", None), str):
+        return
+    d = Path(out.dir).expanduser()
+    if not d.is_absolute():
+        if any(k in ("output", "output.dir") for k in overridden):
+            base = Path.cwd()
+        else:
+            where = lines.get(("output", "dir"))
+            base = Path(where.rsplit(":", 1)[0]).parent if where else path.parent
+        d = base / d
+    out.dir = str(d.resolve())
 
 
 def _cross_field_problems(schema, raw: dict, err: ValidationError, path: Path, lines: dict,

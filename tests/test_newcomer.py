@@ -43,11 +43,34 @@ def _w2s(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProce
 
 
 def test_results_with_no_finished_stage_fails_and_names_the_absolute_folder(tmp_path):
-    # from another directory `output.dir: runs` points at an empty folder: that is an error, not empty tables
-    r = _w2s("results", ROOT / "experiments" / "quickstart.yaml", cwd=tmp_path)
+    # nothing finished in the manifest's output dir: an error naming the absolute folder, not empty tables
+    (tmp_path / "m.yaml").write_text((ROOT / "experiments" / "quickstart.yaml").read_text())
+    r = _w2s("results", tmp_path / "m.yaml", cwd=ROOT)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"no finished stage of 'quickstart' in {tmp_path.resolve() / 'runs' / 'stages'}" in r.stderr
+    assert f"no finished stage of 'quickstart' in {tmp_path.parent.resolve() / 'runs' / 'stages'}" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_output_dir_is_relative_to_the_manifest_folder_not_the_working_directory(tmp_path, monkeypatch):
+    from harness.manifest import load
+
+    (tmp_path / "exp" / "sub").mkdir(parents=True)
+    base = (ROOT / "experiments" / "quickstart.yaml").read_text().replace("dir: ../runs", "dir: out")
+    (tmp_path / "exp" / "base.yaml").write_text(base)
+    (tmp_path / "exp" / "sub" / "child.yaml").write_text("extends: ../base.yaml\nseeds: [1]\n")
+    (tmp_path / "exp" / "plain.yaml").write_text(base.replace("output: {dir: out}", ""))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    exp = (tmp_path / "exp").resolve()
+    assert load(tmp_path / "exp" / "base.yaml").output.dir == str(exp / "out")
+    assert load(tmp_path / "exp" / "sub" / "child.yaml").output.dir == str(exp / "out")   # the base's folder
+    assert load(tmp_path / "exp" / "plain.yaml").output.dir == str(exp / "runs")          # the default too
+    # typed on the command line: relative to the working directory, as shell paths are
+    assert load(tmp_path / "exp" / "base.yaml", ["output.dir=cli"]).output.dir == str(elsewhere.resolve() / "cli")
+    assert load(ROOT / "experiments" / "quickstart.yaml").output.dir == str(ROOT / "runs")   # where it always was
+    assert load(ROOT / "experiments" / "offline" / "sst2-probe.yaml").output.dir == str(ROOT / "runs" / "offline")
+    assert load(ROOT / "experiments" / "paper" / "sciq.yaml").output.dir == str(ROOT / "runs")
 
 
 @pytest.mark.parametrize("what", ["missing/dir", "missing", "empty"])
