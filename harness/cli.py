@@ -117,7 +117,11 @@ def plan(file, overrides, models, check):
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="where stages train: this process, or one Ray task each (docs/scale-out.md)")
 @click.option("--address", default=None, metavar="HOST:PORT", help="--executor ray: the cluster (default: $RAY_ADDRESS, else a local Ray instance)")
-def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, rehearsal, executor, address):
+@click.option("-v", "--verbose", is_flag=True, help="show library output (HF Trainer, tqdm, DeepSpeed, MLflow) as it comes; "
+              "without it, it goes to <output.dir>/logs/run-*.log and each stage's console.log")
+@click.option("--log-file", default=None, type=click.Path(dir_okay=False), help="also write the full log (all library output) here")
+def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, rehearsal, executor, address,
+        verbose, log_file):
     """Run the plan: every uncached stage, then the results table."""
     from .tracking import TrackingError
 
@@ -145,7 +149,8 @@ def run(file, overrides, force, only, shard, tracking_uri, no_tracking, models, 
             from .rehearsal import finish as rehearsal_finish
             return [f"rehearsal of {source}: {p}" for p in rehearsal_finish(m, Path(file), stages, tracker, out)]
     pipeline.run(m, file, _console(), force=force, only=only, shard=shard, tracking_uri=tracking_uri,
-                 no_tracking=no_tracking, after=after, executor=executor, address=address)
+                 no_tracking=no_tracking, after=after, executor=executor, address=address, verbose=verbose,
+                 log_file=log_file)
 
 
 @main.command()

@@ -79,12 +79,37 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,
-        after=None, executor: str = "local", address: str | None = None) -> None:
+def run(m, file, console, *, verbose=None, log_file=None, **kw) -> None:
+    """`run_quiet` with library noise in <output.dir>/logs (harness.console), or as it comes with verbose=None
+    (callers that predate the console) or verbose=True (the logs are still written)."""
+    if verbose is None and log_file is None:
+        return run_quiet(m, file, console, **kw)
+    from .console import capture
+
+    def where(stage):
+        try:
+            r = m.resolved_resources(m.model(stage.model))
+        except Exception:  # noqa: BLE001 - a kind without a model table (vision): trained here
+            return "in process"
+        return "in process" if r.get("launcher", "none") == "none" else f"{r['launcher']} x{r.get('gpus', 1) * r.get('nodes', 1)}"
+
+    with capture(console, Path(m.output.dir) / "logs", verbose=bool(verbose), log_file=log_file, where=where) as echo:
+        try:
+            run_quiet(m, file, console, echo=echo, **kw)
+        finally:    # on failure too: the log is where the library's own words are
+            if echo.log is not None:
+                console.print(f"log: {echo.log}" + (f" (and {Path(log_file).expanduser().resolve()})" if log_file else ""))
+
+
+def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,
+              after=None, executor: str = "local", address: str | None = None, echo=None) -> None:
     """Gate, run the uncached stages, then collect, write and track the results tables, and print them.
     The tables are written even when a stage fails: what finished is kept and reported. `after(m, stages,
-    tracker, out) -> problems`, if given, checks the finished run (the rehearsal's); a problem fails it (exit 2)."""
+    tracker, out) -> problems`, if given, checks the finished run (the rehearsal's); a problem fails it (exit 2).
+    `echo`: the stage loop's printer (default console.print)."""
     from .kinds import kind_of
+
+    echo = echo or console.print
 
     kind = kind_of(m)
     if shard is not None and not kind.shardable:
@@ -112,7 +137,7 @@ def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None
 
     ok = False
     try:
-        kind.run_stages(m, tracker, force=force, only=only, shard=shard, echo=console.print, **extra)
+        kind.run_stages(m, tracker, force=force, only=only, shard=shard, echo=echo, **extra)
         ok = True
     except kind.input_errors as e:     # bad input found before the stage trains
         click.echo(f"error: {e}", err=True)

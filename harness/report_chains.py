@@ -116,12 +116,12 @@ def _seed_rows(acc, seeds, chain, loss, p) -> list[dict]:
 
 # -- the terminal (`w2s run` / `w2s results`) ------------------------------------------------------
 def render_chains(tables: dict, console) -> None:
-    from rich.table import Table
+    from .console import compact_table, print_table
 
     c = tables.get("chains")
     if c is None or not len(c):
         return
-    t = Table(title="Bootstrapping chains (seed means, 95% paired bootstrap CI): per step, and from the chain's "
+    t = compact_table("Bootstrapping chains (seed means, 95% paired bootstrap CI): per step, and from the chain's "
                     "first model beside the direct transfer")
     for col in ("chain", "loss", "scope", "weak", "strong", "w2s acc", "PGR", "direct acc", "direct PGR", "Δ PGR"):
         t.add_column(col)
@@ -129,7 +129,7 @@ def render_chains(tables: dict, console) -> None:
         t.add_row(r["chain"], r["loss"], "end to end" if r["end_to_end"] else r["scope"], r["weak"], r["strong"],
                   f"{r['w2s_acc']:.4f}", stats.pgr_cell(r), _num(r["direct_acc"], 4),
                   _ci(r, "direct_pgr", "direct_ci"), _ci(r, "delta_pgr", "delta_ci"))
-    console.print(t)
+    print_table(console, t)
 
 
 def _num(x, nd=3) -> str:

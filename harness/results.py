@@ -149,17 +149,16 @@ def run_tag(m) -> str:
 def render(tables: dict[str, pd.DataFrame], console) -> None:
     """The terminal summary of `w2s run` / `w2s results`: no PGR for an unresolved pair, no interval from
     one value (harness.stats)."""
-    from rich.table import Table
-
+    from .console import compact_table, print_table
     from .stats import ci_cell, pgr_cell
 
     def show(title, cols, rows):
-        table = Table(title=title)
+        table = compact_table(title)
         for c in cols:
             table.add_column(c)
         for r in rows:
-            table.add_row(*[str(x) for x in r])
-        console.print(table)
+            table.add_row(*["" if x is None or x != x else str(x) for x in r])    # NaN (a gt stage's weak): blank
+        print_table(console, table)
 
     st = tables["stages"]
     show("Accuracy per stage", ["kind", "model", "weak", "half", "loss", "seed", "test_acc", "n_train"],

@@ -56,7 +56,7 @@ def write_json(path: Path, obj) -> None:
 
 
 class StageStore:
-    SKIP = {"done.json", "trainer"}     # the marker itself; trainer/ is HF scratch
+    SKIP = {"done.json", "trainer", "console.log"}   # the marker itself; trainer/ is HF scratch; console.log: harness.console
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / "stages"

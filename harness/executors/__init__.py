@@ -67,6 +67,9 @@ def drive(todo, plan, store, tracker, backend, *, force: bool = False, echo=prin
     claims = Claims(store.root.parent)
     waiting, active, told = list(todo), {}, set()
     failure: BaseException | None = None
+    rep = echo if hasattr(echo, "stage_started") else None    # harness.console: stage lines, bars, logs
+    if rep is not None:
+        rep.sweep(sum(1 for s in todo if force or not store.is_done(s.key)))
 
     def cached(stage, how: str, sync: bool = True) -> None:
         i = pos[stage.key]
@@ -109,9 +112,13 @@ def drive(todo, plan, store, tracker, backend, *, force: bool = False, echo=prin
                 cached(stage, "fetched")
                 claim.release()
                 return True
-            echo(f"[{pos[stage.key]}/{n}] {stage.slug}: running ({stage.key[:12]})" + backend_note(backend))
+            if rep is not None:
+                rep.stage_started(stage, pos[stage.key], n, backend.name)
+            else:
+                echo(f"[{pos[stage.key]}/{n}] {stage.slug}: running ({stage.key[:12]})" + backend_note(backend))
             run = tracker.stage(stage)
             sink = run.__enter__()
+            sink = rep.wrap_sink(stage, sink) if rep is not None else sink
         except BaseException:
             claim.release()
             raise
@@ -134,12 +141,17 @@ def drive(todo, plan, store, tracker, backend, *, force: bool = False, echo=prin
             tracker.stage_finished(stage, metrics, store.dir(key))
         except BaseException as e:
             a.run.__exit__(type(e), e, e.__traceback__)       # the tracker marks the run FAILED / KILLED
+            if rep is not None:
+                rep.stage_finished(stage, pos[key], n, time.time() - a.started, type(e).__name__,
+                                   store.dir(key), backend.name, ok=False)
             raise
         finally:
             a.claim.release()
         a.run.__exit__(None, None, None)
         line = f"test_acc={metrics['test_acc']:.4f}" + (f" pgr={metrics['pgr']:.3f}" if "pgr" in metrics else "")
-        if backend.name == "local":
+        if rep is not None:
+            rep.stage_finished(stage, pos[key], n, time.time() - a.started, line, store.dir(key), backend.name)
+        elif backend.name == "local":
             echo(f"    {line}")
         else:     # stages end out of order: name them
             echo(f"[{pos[key]}/{n}] {stage.slug}: finished in {time.time() - a.started:.0f} s: {line}")
