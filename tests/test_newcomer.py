@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,40 @@ def test_docs_cite_no_sections_of_the_missing_reference_document():
              for m in re.findall(r"REFERENCE\.md §(?:8|11)\b", f.read_text())]
     assert stale == []
     assert '<a id="pgr"></a>' in (ROOT / "docs" / "quirks.md").read_text()
+
+
+def _typo_manifest(tiny) -> Path:
+    text = tiny.read_text()
+    bert = next(line.split("id: ")[1].split(",")[0] for line in text.splitlines() if "tiny-bert" in line)
+    path = tiny.parent / "typo.yaml"
+    path.write_text(text.replace(bert, "sentence-transformers/all-MiniLM-L6-v3"))
+    return path
+
+
+@pytest.mark.parametrize("hub", ["offline", "unreachable"])
+def test_preflight_names_the_nearest_cached_model_before_any_stage(tiny, tmp_path, hub):
+    cache = tmp_path / "hf"
+    (cache / "models--sentence-transformers--all-MiniLM-L6-v2").mkdir(parents=True)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1" if hub == "offline" else "0",
+           "HF_ENDPOINT": "http://127.0.0.1:9"}      # port 9 (discard): refused at once, no retries
+    start = time.time()
+    r = _w2s("run", _typo_manifest(tiny), "--no-tracking", cwd=tmp_path, env=env)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert time.time() - start < 60
+    assert "did you mean 'sentence-transformers/all-MiniLM-L6-v2' (in the cache)?" in r.stderr
+    assert ("HF_HUB_OFFLINE=1" if hub == "offline" else "the hub is unreachable (ConnectError") in r.stderr
+    assert ": running (" not in r.stdout and not (tiny.parent / "runs" / "stages").exists()   # nothing trained
+
+
+def test_preflight_gives_the_single_split_fix_when_the_data_dir_is_set(tmp_path):
+    (tmp_path / "data" / "boolq").mkdir(parents=True)
+    (tmp_path / "data" / "boolq" / "validation.jsonl").write_text(
+        "".join(json.dumps({"passage": f"p{i}", "question": f"q{i}", "answer": i % 2 == 0}) + "\n" for i in range(40)))
+    text = (ROOT / "experiments" / "quickstart.yaml").read_text().replace("name: sst2", "name: boolq")
+    (tmp_path / "bq.yaml").write_text(text)
+    r = _w2s("run", tmp_path / "bq.yaml", "--no-tracking", "-o", "output.dir=out", cwd=tmp_path,
+             env={"HF_HUB_OFFLINE": "1", "W2S_DATA_DIR": str(tmp_path / "data")})
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "split 'train' has no local file in" in r.stderr
+    assert "dataset.splits: {train: validation, test: cut}" in r.stderr and "Single-split local data" in r.stderr
+    assert "set W2S_DATA_DIR" not in r.stderr and "Single-split local data" in (ROOT / "docs" / "footguns.md").read_text()
