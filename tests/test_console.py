@@ -79,3 +79,33 @@ def test_capture_keeps_noise_off_screen_and_harness_lines_on_it(tmp_path):
     for noise in ("python-print-noise", "stderr-noise", "fd-noise", "subprocess-noise", "library-warning",
                   "library-logger", "warning: harness-warning", "error: harness-error"):
         assert noise in text, noise
+
+
+def test_a_terminal_gets_a_progress_bar_and_one_line_per_stage(tiny):
+    import os
+    import pty
+
+    from harness.manifest import load
+    from harness.plan import build_plan
+
+    first = build_plan(load(tiny))[0].key[:12]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(tiny), "--no-tracking", "--only", first],
+                            stdout=slave, stderr=slave, cwd=ROOT, env={**os.environ, "COLUMNS": "100"})
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:          # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=600) == 0, out.decode(errors="replace")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode(errors="replace"))
+    frames = [f for f in re.split(r"[\r\n]", text) if f.startswith("[1/1] gt ") and "(in process) " in f and "%" in f]
+    assert frames and any("100%" in f for f in frames), text      # the bar, fed by the training log
+    lines = re.split(r"[\r\n]", text)
+    assert any(re.match(r"\[1/1\] gt \S+ train1 s0: finished in \S+ \(in process\): test_acc=", x) for x in lines), text
+    assert ": running (" not in text and "{'loss'" not in text
