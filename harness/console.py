@@ -230,6 +230,7 @@ def capture(console, log_dir: Path, *, verbose: bool = False, log_file: str | No
     except (AttributeError, OSError, ValueError):     # in-process test runners: nothing on fds to capture
         yield _plain(Reporter(console, None, where), None)
         return
+    created = [d for d in (log_dir.parent, log_dir) if not d.exists()]
     log_dir.mkdir(parents=True, exist_ok=True)
     run_log = log_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     logs = [run_log] + ([Path(log_file).expanduser()] if log_file else [])
@@ -254,8 +255,12 @@ def capture(console, log_dir: Path, *, verbose: bool = False, log_file: str | No
     reporter.log = run_log
     os.dup2(tee.pipes[0][1], 1)
     os.dup2(tee.pipes[1][1], 2)
+    early = False
     try:
         yield reporter
+    except SystemExit as e:     # refused before any stage (exit 2/3): leave no log folder behind
+        early = reporter.first is None and e.code not in (0, None)
+        raise
     finally:
         reporter.close()
         tee.sync()
@@ -271,6 +276,13 @@ def capture(console, log_dir: Path, *, verbose: bool = False, log_file: str | No
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = old_tqdm
+        if early:
+            run_log.unlink(missing_ok=True)
+            for d in reversed(created):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        else:    # on failure too: the log is where the libraries' own words are
+            console.print(f"log: {run_log}" + (f" (and {logs[1].resolve()})" if log_file else ""))
 
 
 def _plain(reporter: Reporter, log):

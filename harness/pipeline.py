@@ -94,11 +94,7 @@ def run(m, file, console, *, verbose=None, log_file=None, **kw) -> None:
         return "in process" if r.get("launcher", "none") == "none" else f"{r['launcher']} x{r.get('gpus', 1) * r.get('nodes', 1)}"
 
     with capture(console, Path(m.output.dir) / "logs", verbose=bool(verbose), log_file=log_file, where=where) as echo:
-        try:
-            run_quiet(m, file, console, echo=echo, **kw)
-        finally:    # on failure too: the log is where the library's own words are
-            if echo.log is not None:
-                console.print(f"log: {echo.log}" + (f" (and {Path(log_file).expanduser().resolve()})" if log_file else ""))
+        run_quiet(m, file, console, echo=echo, **kw)
 
 
 def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,
