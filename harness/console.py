@@ -128,7 +128,7 @@ class Reporter:
                                 redirect_stdout=False, redirect_stderr=False)
 
     def __call__(self, msg: str) -> None:
-        self.console.print(msg)
+        self.console.print(msg, soft_wrap=True)      # a path or a long slug stays one line, for grep
 
     def sweep(self, to_train: int) -> None:
         self.to_train = to_train
@@ -282,7 +282,7 @@ def capture(console, log_dir: Path, *, verbose: bool = False, log_file: str | No
                 with contextlib.suppress(OSError):
                     d.rmdir()
         else:    # on failure too: the log is where the libraries' own words are
-            console.print(f"log: {run_log}" + (f" (and {logs[1].resolve()})" if log_file else ""))
+            console.print(f"log: {run_log}" + (f" (and {logs[1].resolve()})" if log_file else ""), soft_wrap=True)
 
 
 def _plain(reporter: Reporter, log):

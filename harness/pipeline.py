@@ -154,4 +154,4 @@ def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_ur
     if not ok:      # only an input error gets here (anything else propagates): exit 2
         sys.exit(2)
     kind.render(tables, console)
-    console.print(f"results: {out}/")
+    console.print(f"results: {out}/", soft_wrap=True)

@@ -32,7 +32,8 @@ def test_run_prints_a_short_console_and_captures_library_noise(tiny):
     for _, _, key in running:
         stage_log = next(runs.glob(key + "*")) / "console.log"
         assert "{'loss'" in stage_log.read_text(errors="replace"), stage_log
-    again = w2s("run", tiny)                     # console.log is outside done.json: the cache still verifies
+    # console.log is outside done.json: the cache still verifies
+    again = w2s("run", tiny, "-o", "dataset.n_test_docs=100000")
     assert again.stdout.count(": cached (") == 4 and "corrupt" not in again.stdout + again.stderr
 
 
