@@ -168,14 +168,31 @@ def stage_code(dataset: str, loss: str) -> dict:
     from .data import DATASETS
     from .data.splits import make_splits
     from .losses import LOSSES
-    from .models import load_classifier, load_tokenizer
 
+    return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
+            "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
+            "model": model_code(), "loss": code_digest(LOSSES[loss])}
+
+
+def model_code() -> str:
+    """The model-loading code's digest. Walking it imports harness.models, hence torch (seconds that
+    `w2s plan` should not pay). A module that is not imported yet cannot have been patched in this
+    process, so its digest is its source's: remembered on disk under a digest of every source file of
+    harness/ and vision/ (harness.memo). Once imported (training, tests that patch it) it is walked live."""
+    import sys
+
+    if "harness.models" in sys.modules:
+        return _model_code()
+    from .memo import remembered, source_digest
+
+    return remembered("model-code", {"sources": source_digest(OURS)}, _model_code)
+
+
+def _model_code() -> str:
     from .lora import apply_lora
-    from .models import FAMILY_MODULES
+    from .models import FAMILY_MODULES, load_classifier, load_tokenizer
 
     # family modules (harness.qwen1) are imported by name at load time: no name lookup reaches them;
     # the adapters (train.lora) are part of the model the protocol builds
     model = code_digest(load_classifier, load_tokenizer, apply_lora) + module_digest(*sorted(set(FAMILY_MODULES.values())))
-    return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
-            "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
-            "model": hashlib.sha256(model.encode()).hexdigest()[:16], "loss": code_digest(LOSSES[loss])}
+    return hashlib.sha256(model.encode()).hexdigest()[:16]
