@@ -41,7 +41,7 @@ class Vision(Kind):
         """`w2s plan`: the stages and what is cached; exit 3 with --check if this machine lacks something."""
         from rich.table import Table
 
-        from harness.store import StageStore
+        from harness.store import StageStore, corrupt
 
         from .plan import estimate_images, preflight
 
@@ -50,11 +50,15 @@ class Vision(Kind):
         for col in ("key", "stage", "roles", "needs", "status"):
             table.add_column(col)
         cached = 0
+        bad = corrupt(stages, store)     # files that do not match done.json (and their dependants): rerun
         for s in stages:
-            done = store.is_done(s.key)
+            done = store.is_done(s.key) and s.key not in bad
             cached += done
-            table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12], "cached" if done else "to run")
+            table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12],
+                          "cached" if done else "corrupt: rerun" if s.key in bad else "to run")
         console.print(table)
+        for s in (s for s in stages if s.key in bad):     # the same lines as the language plan
+            console.print(f"corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; `w2s run` recomputes it")
         missing = preflight(m) if cached < len(stages) else []
         for p in missing:
             console.print(f"[red]cannot run here:[/red] {p}")
