@@ -16,6 +16,17 @@ class Vision(Kind):
     distributable = False  # the same: one process computes the shared features
     plan_errors = (FileNotFoundError, ValueError, RuntimeError)
 
+    def dataset_name(self, m):
+        return m.vision.dataset
+
+    def loss_names(self, m):
+        from .plan import XENT
+
+        return [XENT["name"]]     # the probe's registry loss (soft-target CE), the reference's only one
+
+    def operational(self, m, stage):
+        return {"micro_batch": m.vision.probe.batch_size, "eval_batch": m.vision.feature_batch}
+
     def build_plan(self, m):
         from .plan import build_plan
         from .protocol import stage_code
