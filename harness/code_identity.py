@@ -166,6 +166,7 @@ def stage_code(dataset: str, loss: str) -> dict:
     """The code part of a language stage's identity: each piece is its own entry, so that a change
     recomputes exactly the stages that run that piece (and, through teacher keys, their students)."""
     from .data import DATASETS
+    from .data.declared import DeclaredFormatter
     from .data.splits import make_splits
     from .losses import LOSSES
     from .models import load_classifier, load_tokenizer
@@ -177,5 +178,5 @@ def stage_code(dataset: str, loss: str) -> dict:
     # the adapters (train.lora) are part of the model the protocol builds
     model = code_digest(load_classifier, load_tokenizer, apply_lora) + module_digest(*sorted(set(FAMILY_MODULES.values())))
     return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
-            "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
+            "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter if dataset in DATASETS else DeclaredFormatter),
             "model": hashlib.sha256(model.encode()).hexdigest()[:16], "loss": code_digest(LOSSES[loss])}
