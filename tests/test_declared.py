@@ -16,7 +16,7 @@ from conftest import ROOT
 from harness.data import DATASETS, formatters as fmt
 from harness.data.declared import Declaration, DeclaredFormatter
 
-SHARED = Path(os.environ.get("W2S_DATA_DIR") or ROOT.parents[1] / "shared" / "data")
+SHARED = Path(os.environ.get("W2S_DATA_DIR") or ROOT.parent / "shared" / "data")   # as tests/test_experiments.py
 # built-in -> local file of its hub schema (amazon_polarity has none: rows written here in its schema)
 LOCAL = {"sst2": "sst2/validation.jsonl", "boolq": "boolq/validation.jsonl", "cosmos_qa": "cosmos_qa/validation.jsonl",
          "anthropic_hh": "anthropic_hh/harmless-base-test.jsonl.gz", "sciq": "arc_easy_sciq_format/test.jsonl"}
