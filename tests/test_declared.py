@@ -66,3 +66,40 @@ def test_bad_declarations_are_refused(bad, says):
     with pytest.raises(ValidationError) as e:
         Declaration.model_validate({"hub": "x/y", **bad})
     assert says in str(e.value)
+
+
+def _spec(tmp_path, name, rows, decl, fmt="jsonl"):
+    import pandas as pd
+
+    from harness.data.declared import to_spec
+
+    path = tmp_path / f"{name}.{fmt}"
+    df = pd.DataFrame(rows)
+    {"jsonl": lambda: df.to_json(path, orient="records", lines=True), "csv": lambda: df.to_csv(path, index=False),
+     "parquet": lambda: df.to_parquet(path)}[fmt]()
+    return to_spec(name, Declaration.model_validate({"files": {"train": str(path)}, **decl})), path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_label_map_on_local_csv_parquet_and_jsonl_files(tmp_path, fmt):
+    from harness.data import load_rows
+
+    rows = [{"text": f"t{i}", "verdict": ["pos", "neg"][i % 2]} for i in range(6)]
+    spec, _ = _spec(tmp_path, "mapped", rows, {"template": "{text}!", "label": {"field": "verdict", "map": {"pos": 1, "neg": 0}}}, fmt)
+    loaded = load_rows(spec, "train", None, None)
+    out = [spec.formatter(r, random.Random(0)) for r in loaded]
+    assert out == [(f"t{i}!", 1 - i % 2) for i in range(6)]
+
+
+def test_a_row_the_declaration_cannot_read_is_named_with_its_line_and_field(tmp_path):
+    from harness.data import DataError, load_rows
+    from harness.data.validate import check_rows
+
+    rows = [{"q": "a", "ok": True}, {"q": "b", "ok": False}, {"q": "c", "ok": "maybe"}, {"q": None, "ok": True}]
+    spec, path = _spec(tmp_path, "flags", rows, {"template": "{q}", "label": {"field": "ok", "map": {True: 1, False: 0}}})
+    loaded = load_rows(spec, "train", None, None)
+    with pytest.raises(DataError) as e:
+        check_rows(spec, "train", path, enumerate(loaded))
+    msg = str(e.value)
+    assert f"{path}: row 2 (line 3): field 'ok' 'maybe' is not one of true, false" in msg
+    assert f"{path}: row 3 (line 4): field 'q' is null (missing)" in msg
