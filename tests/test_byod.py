@@ -57,9 +57,18 @@ def quiz(tiny_assets, tmp_path) -> Path:
 
 
 def test_a_declared_dataset_runs_end_to_end_under_its_own_name(quiz, tmp_path):
-    w2s("run", quiz, "--no-tracking", env={"W2S_DATA_DIR": ""})
+    from helpers_mlflow import children, client, parents
+
+    from harness.manifest import load
+    from harness.mlflow_tracking import default_uri
+
+    w2s("run", quiz, env={"W2S_DATA_DIR": "", "MLFLOW_TRACKING_URI": ""})     # the embedded MLflow store
     res = json.loads((tmp_path / "runs" / "mine" / "results.json").read_text())
     assert res["meta"]["dataset"] == "quiz"
+    c = client(default_uri(load(quiz)))
+    exp = c.get_experiment_by_name("mine").experiment_id
+    assert [p.data.tags["w2s.dataset"] for p in parents(c, exp)] == ["quiz"]
+    assert len(children(c, exp)) == 3 and parents(c, exp)[0].data.params["dataset.name"] == "quiz"
     assert "quiz" in (tmp_path / "runs" / "mine" / "report" / "report.md").read_text()
     assert [(r["weak"], r["strong"]) for r in res["pgr"]] == [("tiny-gpt2", "tiny-bert")]
 
