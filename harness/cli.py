@@ -218,6 +218,9 @@ from .cli_store import store as _store   # noqa: E402  (`w2s store check|repair`
 main.add_command(_store)
 from .reference_cli import reference as _reference   # noqa: E402  (`w2s reference ...`: the reference's command lines)
 main.add_command(_reference)
+from .cli_data import COMMANDS as _data_commands   # noqa: E402  (`w2s data preview`, `w2s datasets`, `w2s models`)
+for _cmd in _data_commands:
+    main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

@@ -166,11 +166,13 @@ def stage_code(dataset: str, loss: str) -> dict:
     """The code part of a language stage's identity: each piece is its own entry, so that a change
     recomputes exactly the stages that run that piece (and, through teacher keys, their students)."""
     from .data import DATASETS
+    from .data.declared import DeclaredFormatter
     from .data.splits import make_splits
     from .losses import LOSSES
 
+    formatter = DATASETS[dataset].formatter if dataset in DATASETS else DeclaredFormatter   # docs/byod.md
     return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
-            "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
+            "data": code_digest(make_splits), "formatter": code_digest(formatter),
             "model": model_code(), "loss": code_digest(LOSSES[loss])}
 
 

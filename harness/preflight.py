@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import os
 
-from .data import DATASETS, DATA_DIR_ENV, local_path
+from .data import DATA_DIR_ENV, local_path
+from .data.declared import spec_of
 from .manifest import Manifest
 from .model_table import MODELS, is_local
 
@@ -18,7 +19,7 @@ def offline() -> bool:
 
 def problems(m: Manifest) -> list[str]:
     out = []
-    spec = DATASETS[m.dataset.name]
+    spec = spec_of(m.dataset)
     splits = [m.dataset.splits.train or spec.train_split]
     if m.dataset.splits.test != "cut":
         splits.append(m.dataset.splits.test or spec.test_split)
