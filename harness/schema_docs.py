@@ -6,8 +6,11 @@ import typing
 from pydantic import BaseModel
 
 from . import manifest as mf
+from .data import declared as decl
 
 SECTIONS = [("top level", mf.Manifest), ("dataset", mf.DataConfig), ("dataset.splits", mf.Splits),
+            ("dataset.declare (docs/byod.md)", decl.Declaration), ("dataset.declare.label", decl.Label),
+            ("dataset.declare.choice", decl.Choice), ("dataset.declare.pair", decl.Pair),
             ("models[] (also every field of `train`)", mf.ModelConfig), ("train", mf.TrainFields),
             ("losses[] / gt_loss", mf.LossConfig), ("fidelity", mf.Fidelity), ("resources (also models[].resources)", mf.Resources), ("output", mf.Output),
             ("tracking", mf.Tracking)]
@@ -15,7 +18,7 @@ SECTIONS = [("top level", mf.Manifest), ("dataset", mf.DataConfig), ("dataset.sp
 
 def _type(ann) -> str:
     text = repr(ann) if not isinstance(ann, type) else ann.__name__
-    for junk in ("typing.", "harness.manifest.", "<class '", "'>"):
+    for junk in ("typing.", "harness.manifest.", "harness.data.declared.", "<class '", "'>"):
         text = text.replace(junk, "")
     return text.replace("NoneType", "None").replace("|", "\\|")
 

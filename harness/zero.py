@@ -118,7 +118,17 @@ def lint(m, mc, t: dict) -> list[str]:
 # -- parameter count, memory estimate, auto policy --------------------------------------------
 @functools.lru_cache(maxsize=64)
 def count_params(hub_id: str, revision: str | None = None, trust_remote_code: bool = False) -> float | None:
-    """Parameters of a model built from its config on the meta device (no weights are read)."""
+    """Parameters of a model built from its config on the meta device (no weights are read); remembered
+    per config digest (harness.memo) so that `w2s plan` does not import torch."""
+    from .memo import config_digest, library_versions, remembered
+
+    compute = lambda: _build_and_count(hub_id, revision, trust_remote_code)   # noqa: E731
+    digest = config_digest(hub_id, revision)
+    key = {"config": digest, "trust": trust_remote_code, **library_versions("transformers", "torch")}
+    return remembered("param-counts", key, compute) if digest else compute()
+
+
+def _build_and_count(hub_id: str, revision: str | None, trust_remote_code: bool) -> float | None:
     try:
         import torch
         from transformers import AutoConfig, AutoModel
@@ -132,7 +142,7 @@ def count_params(hub_id: str, revision: str | None = None, trust_remote_code: bo
 
 
 def model_params(m, mc) -> float | None:
-    from .models import MODELS
+    from .model_table import MODELS   # the table alone: no torch for `w2s plan`
 
     entry = MODELS.get(mc.id)
     if entry and entry.params:
@@ -224,7 +234,7 @@ def resolve(m, mc) -> dict:
     mixed = m.fidelity.resolved()["precision"] == "mixed" and t["dtype"] != "float32"
     world = world_size(res)
     if res["launcher"] == "none":   # no config loading (and no hub access) for single-process stages
-        from .models import MODELS
+        from .model_table import MODELS
         params = MODELS[mc.id].params if mc.id in MODELS else None
     else:
         params = model_params(m, mc)
