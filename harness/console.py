@@ -217,6 +217,26 @@ def print_table(console, table) -> None:
     console.out("\n".join(line.rstrip() for line in cap.get().splitlines()).strip("\n"), highlight=False)
 
 
+_ACTIVE: list = []      # the Tee of the capture in progress, if any
+
+
+def say_err(msg: str) -> None:
+    """A harness error or warning on the real stderr (whole, however many lines) and in the run log."""
+    if not _ACTIVE:
+        import click
+
+        click.echo(msg, err=True)
+        return
+    tee = _ACTIVE[-1]
+    data = (msg.rstrip("\n") + "\n").encode(errors="replace")
+    tee.sync()
+    with tee.lock:
+        for f in tee.files:
+            f.write(data)
+            f.flush()
+        os.write(tee.err_fd, data)
+
+
 class _HarnessFormat(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return f"{record.levelname.lower()}: {record.getMessage()}"
@@ -256,12 +276,14 @@ def capture(console, log_dir: Path, *, verbose: bool = False, log_file: str | No
     os.dup2(tee.pipes[0][1], 1)
     os.dup2(tee.pipes[1][1], 2)
     early = False
+    _ACTIVE.append(tee)
     try:
         yield reporter
     except SystemExit as e:     # refused before any stage (exit 2/3): leave no log folder behind
         early = reporter.first is None and e.code not in (0, None)
         raise
     finally:
+        _ACTIVE.remove(tee)
         reporter.close()
         tee.sync()
         os.dup2(saved[0], 1)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from .console import say_err   # stdlib only: `w2s validate` stays light
+
 
 def load_or_exit(path: str, overrides=(), models: str | None = None):
     """The validated manifest (a sub-ladder with `models`), its lint warnings on stderr; exit 2 if invalid."""
@@ -52,17 +54,17 @@ def gate(m, file, stages, problems, only, tracking_uri, no_tracking):
     if not all(StageStore(m.output.dir).is_done(s.key) for s in stages):
         missing = problems(m)
         for p in missing:
-            click.echo(f"error: cannot run here: {p}", err=True)
+            say_err(f"error: cannot run here: {p}")
         if missing:
             sys.exit(3)
     if only and not any(s.key.startswith(tuple(only)) for s in stages):
-        click.echo(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)", err=True)
+        say_err(f"error: --only {', '.join(only)}: no stage key starts with it (see `w2s plan {file}`)")
         sys.exit(2)
     try:
         tracker = make_tracker(m, tracking_uri, enabled=False if no_tracking else None)
         tracker.start(m, stages, Path(file))
     except TrackingError as e:
-        click.echo(f"error: {e}", err=True)
+        say_err(f"error: {e}")
         sys.exit(3)
     return tracker
 
@@ -74,7 +76,7 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
         i, n = (int(x) for x in shard.split("/"))
         assert 0 <= i < n
     except (ValueError, AssertionError):
-        click.echo(f"error: --shard {shard}: expected I/N with 0 <= I < N, e.g. --shard 0/4", err=True)
+        say_err(f"error: --shard {shard}: expected I/N with 0 <= I < N, e.g. --shard 0/4")
         sys.exit(2)
     return i, n
 
@@ -109,10 +111,10 @@ def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_ur
 
     kind = kind_of(m)
     if shard is not None and not kind.shardable:
-        click.echo(f"error: --shard is not supported for {kind.name} manifests (features are shared by all stages)", err=True)
+        say_err(f"error: --shard is not supported for {kind.name} manifests (features are shared by all stages)")
         sys.exit(2)
     if executor != "local" and not kind.distributable:
-        click.echo(f"error: --executor {executor} is not supported for {kind.name} manifests; use --executor local", err=True)
+        say_err(f"error: --executor {executor} is not supported for {kind.name} manifests; use --executor local")
         sys.exit(2)
     stages = plan_or_exit(m, file)
     shard = parse_shard(shard)
@@ -123,7 +125,7 @@ def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_ur
         try:
             backend, problems = RayBackend(m, stages, address, console.print), driver_problems(kind.preflight)
         except RayUnavailable as e:
-            click.echo(f"error: {e}", err=True)
+            say_err(f"error: {e}")
             sys.exit(3)
         extra = {"backend": backend}     # harness.executors: where the stages train (docs/scale-out.md)
     tracker = gate(m, file, stages, problems, only, tracking_uri, no_tracking)
@@ -136,7 +138,7 @@ def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_ur
         kind.run_stages(m, tracker, force=force, only=only, shard=shard, echo=echo, **extra)
         ok = True
     except kind.input_errors as e:     # bad input found before the stage trains
-        click.echo(f"error: {e}", err=True)
+        say_err(f"error: {e}")
     finally:
         if backend is not None:
             backend.close()
@@ -149,7 +151,7 @@ def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_ur
         if after is not None:
             problems = after(m, stages, tracker, out)
             for p in problems:
-                click.echo(f"error: {p}", err=True)
+                say_err(f"error: {p}")
             ok = ok and not problems
     if not ok:      # only an input error gets here (anything else propagates): exit 2
         sys.exit(2)

@@ -73,7 +73,8 @@ def test_capture_keeps_noise_off_screen_and_harness_lines_on_it(tmp_path):
     r = subprocess.run([sys.executable, "-c", CAPTURE, str(tmp_path)], capture_output=True, text=True, timeout=120,
                        cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == "stage-line" and r.stdout.splitlines()[1].startswith("after ")
+    out = r.stdout.splitlines()
+    assert out[0] == "stage-line" and out[1] == f"log: {out[2].split(' ', 1)[1]}" and out[2].startswith("after ")
     assert r.stderr.splitlines() == ["warning: harness-warning", "error: harness-error"], r.stderr
     log = r.stdout.split("after ", 1)[1].strip()
     text = open(log).read()
@@ -110,3 +111,21 @@ def test_a_terminal_gets_a_progress_bar_and_one_line_per_stage(tiny):
     lines = re.split(r"[\r\n]", text)
     assert any(re.match(r"\[1/1\] gt \S+ train1 s0: finished in \S+ \(in process\): test_acc=", x) for x in lines), text
     assert ": running (" not in text and "{'loss'" not in text
+
+
+def test_a_multi_line_error_reaches_the_screen_whole(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from rich.console import Console
+        from harness.console import capture, say_err
+
+        with capture(Console(), Path(sys.argv[1])) as echo:
+            print("noise")
+            say_err("error: bad row\\n  line 4: 'question' is missing\\n  fix: add it")
+    """)
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "error: bad row\n  line 4: 'question' is missing\n  fix: add it\n", r.stderr
+    assert "noise" not in r.stdout and "line 4" in next(tmp_path.glob("run-*.log")).read_text()
