@@ -44,6 +44,7 @@ class Tee:
         self.threads = [threading.Thread(target=self._drain, args=(i,), daemon=True, name=f"w2s-tee-{i}")
                         for i in range(2)]
         self._partial = [b"", b""]
+        self.closed = False
         for t in self.threads:
             t.start()
 
@@ -60,6 +61,8 @@ class Tee:
                 self._handle(i, data)
 
     def _handle(self, i: int, data: bytes) -> None:
+        if self.closed:       # a daemon (Ray's) outlived the capture: its fds are no longer ours to write
+            return
         for f in self.files:
             f.write(data)
             f.flush()
@@ -102,6 +105,7 @@ class Tee:
         for t in self.threads:     # a subprocess still holding the pipe (a Ray daemon) keeps it open
             t.join(timeout=2.0)
         with self.lock:
+            self.closed = True
             for f in self.files:
                 f.close()
             self.files = []
