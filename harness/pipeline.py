@@ -88,15 +88,18 @@ def run(m, file, console, *, verbose=None, log_file=None, **kw) -> None:
         return run_quiet(m, file, console, **kw)
     from .console import capture
 
-    def where(stage):
-        try:
-            r = m.resolved_resources(m.model(stage.model))
-        except Exception:  # noqa: BLE001 - a kind without a model table (vision): trained here
-            return "in process"
-        return "in process" if r.get("launcher", "none") == "none" else f"{r['launcher']} x{r.get('gpus', 1) * r.get('nodes', 1)}"
-
-    with capture(console, Path(m.output.dir) / "logs", verbose=bool(verbose), log_file=log_file, where=where) as echo:
+    with capture(console, Path(m.output.dir) / "logs", verbose=bool(verbose), log_file=log_file,
+                 where=lambda stage: where(m, stage)) as echo:
         run_quiet(m, file, console, echo=echo, **kw)
+
+
+def where(m, stage) -> str:
+    """Where a stage trains under the local executor: "in process", or its launcher and rank count."""
+    try:
+        r = m.resolved_resources(m.model(stage.model))
+    except Exception:  # noqa: BLE001 - a kind without resources per model (vision): trained here
+        return "in process"
+    return "in process" if r.get("launcher", "none") == "none" else f"{r['launcher']} x{r.get('gpus', 1) * r.get('nodes', 1)}"
 
 
 def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,

@@ -129,3 +129,13 @@ def test_a_multi_line_error_reaches_the_screen_whole(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stderr == "error: bad row\n  line 4: 'question' is missing\n  fix: add it\n", r.stderr
     assert "noise" not in r.stdout and "line 4" in next(tmp_path.glob("run-*.log")).read_text()
+
+
+def test_stage_lines_say_where_a_stage_trains():
+    from harness.manifest import load
+    from harness.pipeline import where
+    from harness.plan import build_plan
+
+    m = load(ROOT / "experiments" / "paper" / "sciq.yaml", ["output.dir=/tmp/unused"])
+    got = {s.model: where(m, s) for s in build_plan(m.select_models(["gpt2", "gpt2-xl"]))}
+    assert got == {"gpt2": "in process", "gpt2-xl": "deepspeed x8"}
