@@ -87,8 +87,9 @@ class Language(Kind):
         return data_identity(m)
 
     def preflight(self, m):
-        from .preflight import problems
+        from .preflight import problems, use_cache_if_hub_unreachable
 
+        use_cache_if_hub_unreachable(m)     # before any model load: no minutes of retries per stage
         return problems(m)
 
     @property

@@ -131,3 +131,24 @@ def _missing_file(spec, split: str, source: str | None, message: str) -> str:
     return (f"dataset {spec.name!r}: {root / rel} does not exist, though {root} does: copy {rel} into it from the "
             f"shared data folder (check it against its SHA256SUMS), or point {DATA_DIR_ENV} / dataset.source at "
             f"the folder that has it")
+
+
+def use_cache_if_hub_unreachable(m: Manifest, echo=print) -> bool:
+    """Everything the run needs is in the cache but the hub does not answer (no network, no
+    HF_HUB_OFFLINE): without this, every model load asks the hub for optional files (adapter_config.json,
+    ...) with five retries each, minutes per stage. Ask once, with a short timeout; if it fails, go offline
+    for this run and its workers (the environment is inherited) and say so. True when it switched."""
+    if offline():
+        return False
+    hub = [m.hub_id(mc) for mc in m.models if not is_local(m.hub_id(mc)[0])]
+    if not hub or not all(_cached(*h) for h in hub):
+        return False         # a model must be downloaded: `problems` says whether the hub can serve it
+    if _unreachable(*hub[0]) is None:
+        return False
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants as hf   # read once at import: set the flag it already holds too
+
+    hf.HF_HUB_OFFLINE = True
+    echo("warning: the Hugging Face hub is unreachable; every model is in the cache, so this run uses the "
+         "cache only (HF_HUB_OFFLINE=1; set it yourself to skip this check)")
+    return True

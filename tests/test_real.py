@@ -47,3 +47,16 @@ def test_offline_tier_reduced(offline_env, tmp_path):
     """One dataset, one seed of `make reproduce-offline`."""
     check(run_manifest("experiments/offline/sst2-probe.yaml", "offline-sst2-probe", tmp_path, offline_env, "-o", "seeds=[0]"),
           "minilm-l3", "mpnet-base")
+
+
+def test_cached_models_and_an_unreachable_hub_run_without_retries(offline_env, tmp_path):
+    """No HF_HUB_OFFLINE, no network: every model is cached, so the run goes offline after one short
+    question to the hub instead of five retries for each optional file of each model load."""
+    env = {**offline_env, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}   # port 9: refused at once
+    out = tmp_path / "runs"
+    r = w2s("run", ROOT / "experiments/offline/sst2-probe.yaml", "--no-tracking", "-o", f"output.dir={out}",
+            "-o", "seeds=[0]", "-o", "dataset.n_docs=200", "-o", "dataset.n_test_docs=100", env=env, timeout=1200)
+    logs = "".join(p.read_text() for p in out.rglob("*.log"))
+    assert "the Hugging Face hub is unreachable" in r.stdout + r.stderr
+    assert "Retrying" not in r.stdout + r.stderr + logs
+    assert json.loads((out / "offline-sst2-probe" / "results.json").read_text())["stages"]
