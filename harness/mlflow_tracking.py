@@ -199,7 +199,11 @@ class MlflowTracker(NullTracker):
              "mlflow.parentRunId": self.parent_id}
         if stage.kind in ("transfer", "chain"):     # a chain step's weak: the chain so far (harness.chains)
             t.update({"w2s.weak": stage.weak, "w2s.strong": stage.model, "w2s.teacher_key": stage.teacher})
-        # operational settings: tags, never params (they may change without changing results)
+        # operational settings: tags, never params (they may change without changing results); which they
+        # are is declared once, in harness.spec. A kind without stage specs (vision) tags its batch sizes.
+        if getattr(stage, "spec", None) is not None:
+            t.update({f"w2s.op.{k}": str(v) for k, v in stage.spec.operational().items()})
+            return t
         tr = self.m.resolved_train(self.m.model(stage.model))
         t.update({"w2s.op.micro_batch": str(tr.get("micro_batch")), "w2s.op.eval_batch": str(tr.get("eval_batch")),
                   "w2s.op.log_every": str(self.m.output.log_every)})
