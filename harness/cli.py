@@ -33,6 +33,7 @@ def main():
 def validate(files, overrides):
     """Validate manifests; report every problem with file, line, field and a fix."""
     from .manifest import ManifestError, lint, load
+    from .kinds import kind_of
 
     bad = 0
     for f in files:
@@ -46,7 +47,7 @@ def validate(files, overrides):
         for w in lint(m):
             click.echo(f"warning: {f}: {w}", err=True)
         click.echo(f"ok: {f} ({m.name}: {len(m.models)} models, {len(m.pairs_list())} pairs, "
-                   f"{len(m.losses)} losses, {len(m.seeds)} seeds)")
+                   f"{len(kind_of(m).loss_names(m))} losses, {len(m.seeds)} seeds)")
     sys.exit(2 if bad else 0)
 
 
@@ -219,6 +220,9 @@ from .cli_store import store as _store   # noqa: E402  (`w2s store check|repair`
 main.add_command(_store)
 from .reference_cli import reference as _reference   # noqa: E402  (`w2s reference ...`: the reference's command lines)
 main.add_command(_reference)
+from .cli_data import COMMANDS as _data_commands   # noqa: E402  (`w2s data preview`, `w2s datasets`, `w2s models`)
+for _cmd in _data_commands:
+    main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

@@ -166,16 +166,35 @@ def stage_code(dataset: str, loss: str) -> dict:
     """The code part of a language stage's identity: each piece is its own entry, so that a change
     recomputes exactly the stages that run that piece (and, through teacher keys, their students)."""
     from .data import DATASETS
+    from .data.declared import DeclaredFormatter
     from .data.splits import make_splits
     from .losses import LOSSES
-    from .models import load_classifier, load_tokenizer
 
+    formatter = DATASETS[dataset].formatter if dataset in DATASETS else DeclaredFormatter   # docs/byod.md
+    return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
+            "data": code_digest(make_splits), "formatter": code_digest(formatter),
+            "model": model_code(), "loss": code_digest(LOSSES[loss])}
+
+
+def model_code() -> str:
+    """The model-loading code's digest. Walking it imports harness.models, hence torch (seconds that
+    `w2s plan` should not pay). A module that is not imported yet cannot have been patched in this
+    process, so its digest is its source's: remembered on disk under a digest of every source file of
+    harness/ and vision/ (harness.memo). Once imported (training, tests that patch it) it is walked live."""
+    import sys
+
+    if "harness.models" in sys.modules:
+        return _model_code()
+    from .memo import remembered, source_digest
+
+    return remembered("model-code", {"sources": source_digest(OURS)}, _model_code)
+
+
+def _model_code() -> str:
     from .lora import apply_lora
-    from .models import FAMILY_MODULES
+    from .models import FAMILY_MODULES, load_classifier, load_tokenizer
 
     # family modules (harness.qwen1) are imported by name at load time: no name lookup reaches them;
     # the adapters (train.lora) are part of the model the protocol builds
     model = code_digest(load_classifier, load_tokenizer, apply_lora) + module_digest(*sorted(set(FAMILY_MODULES.values())))
-    return {"version": CODE_VERSION, "protocol": module_digest(*PROTOCOL_MODULES),
-            "data": code_digest(make_splits), "formatter": code_digest(DATASETS[dataset].formatter),
-            "model": hashlib.sha256(model.encode()).hexdigest()[:16], "loss": code_digest(LOSSES[loss])}
+    return hashlib.sha256(model.encode()).hexdigest()[:16]

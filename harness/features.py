@@ -2,7 +2,8 @@
 head(pool(backbone(x))) with a constant inner part, so the pooled features are computed once per text
 and model and reused by every stage and epoch: ceilings and students of one model share them.
 Results equal the full-model probe up to float noise; the cache is content-addressed by the model's
-feature identity and each text's hash, and lives in <output.dir>/features/."""
+feature identity and each text's hash, and lives in <output.dir>/features/. Vision's frozen features
+(vision/features.py) live in the same store, keyed by each image's content hash."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .store import content_key
+from .store import _fsync, content_key
 
 
 class HeadOnly(nn.Module):
@@ -43,30 +44,65 @@ class FeatureCollator:
         return out
 
 
+_SHARED: dict[Path, tuple[dict, set, dict]] = {}   # store dir -> (features by hash, shards read, meta)
+
+
 class FeatureCache:
-    def __init__(self, root: str | Path, identity: dict):
-        self.dir = Path(root) / "features" / content_key(identity)[:16]
-        self._mem: dict[str, torch.Tensor] | None = None
+    """One feature store for every kind: <root>/features/<key16>/, key16 = the content key of what the
+    features depend on (model, weights, pooling or transform, the code that computes them). Rows are
+    keyed by their input's content hash (a text's, an image's). Shards are append-only; each is written
+    to a temporary name, fsynced and renamed, so the done rule is "a *.pt shard exists": a killed
+    writer leaves only a dot-file that is never read. `shared=True` keeps what was read in a process-wide
+    memo keyed by the store's own directory (vision: every stage of a run reads the same features)."""
+
+    def __init__(self, root: str | Path, identity: dict, shared: bool = False):
+        self.key = content_key(identity)
+        self.dir = Path(root) / "features" / self.key[:16]
+        self._state = _SHARED.setdefault(self.dir.resolve(), ({}, set(), {})) if shared else ({}, set(), {})
+
+    @property
+    def meta(self) -> dict:
+        """What the shards' writers recorded (vision: seconds, images/s, weights sha256, device)."""
+        return {**self._state[2], "key": self.key}
 
     def _load(self) -> dict[str, torch.Tensor]:
-        if self._mem is None:
-            self._mem = {}
-            for shard in sorted(self.dir.glob("*.pt")):
+        mem, seen, meta = self._state
+        for shard in sorted(self.dir.glob("*.pt")):      # also shards another process wrote meanwhile
+            if shard.name not in seen:
                 data = torch.load(shard, weights_only=True)
-                self._mem.update(zip(data["hashes"], data["features"]))
-        return self._mem
+                mem.update(zip(data["hashes"], data["features"]))
+                meta.update(data.get("meta") or {})
+                seen.add(shard.name)
+        return mem
+
+    def fetch(self, hashes: list[str], compute) -> list[torch.Tensor]:
+        """Rows for `hashes`, in order. `compute(missing_rows) -> (hashes, features[N,d], meta)` computes
+        the rows not stored yet (indexes into `hashes`); its result is stored as one new shard."""
+        mem = self._load()
+        missing = [i for i, h in enumerate(hashes) if h not in mem]
+        if missing:
+            new_hashes, new, meta = compute(missing)
+            mem.update(zip(new_hashes, new))
+            self._state[2].update(meta or {})
+            self._write(new_hashes, new, meta)
+        return [mem[h] for h in hashes]
+
+    def _write(self, hashes: list[str], features: torch.Tensor, meta: dict | None) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        self._state[1].add(f"{name}.pt")                # already in memory: never read it back
+        tmp = self.dir / f".{name}.tmp"
+        torch.save({"hashes": hashes, "features": features, **({"meta": meta} if meta else {})}, tmp)
+        _fsync(tmp)
+        os.replace(tmp, self.dir / f"{name}.pt")
 
     def get(self, model, items: list[dict], hashes: list[str], batch: int, collate) -> list[torch.Tensor]:
-        mem = self._load()
-        todo = sorted({h: i for i, h in enumerate(hashes) if h not in mem}.items(), key=lambda kv: len(items[kv[1]]["input_ids"]))
-        if todo:
-            new = embed(model, [items[i] for _, i in todo], batch, collate)
-            mem.update(zip([h for h, _ in todo], new))
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / f".{uuid.uuid4().hex}.tmp"
-            torch.save({"hashes": [h for h, _ in todo], "features": new}, tmp)
-            os.replace(tmp, self.dir / f"{uuid.uuid4().hex}.pt")   # shards are append-only
-        return [mem[h] for h in hashes]
+        """Language probes: pooled backbone features of tokenized `items`, embedded shortest first."""
+        def compute(missing):
+            todo = sorted({hashes[i]: i for i in missing}.items(), key=lambda kv: len(items[kv[1]]["input_ids"]))
+            return [h for h, _ in todo], embed(model, [items[i] for _, i in todo], batch, collate), None
+
+        return self.fetch(hashes, compute)
 
 
 @torch.no_grad()

@@ -42,6 +42,19 @@ class Kind:
         """What the data is (results.json provenance; the stages' keys hold it too)."""
         raise NotImplementedError
 
+    def dataset_name(self, m) -> str:
+        """The data's name in results.json and the tracker's tags."""
+        return m.dataset.name
+
+    def loss_names(self, m) -> list[str]:
+        """The losses its students train with (results.json, `w2s report`)."""
+        return [lc.name for lc in m.losses]
+
+    def operational(self, m, stage) -> dict:
+        """A stage's operational settings: tracker tags, never params (they change no result)."""
+        tr = m.resolved_train(m.model(stage.model))
+        return {"micro_batch": tr.get("micro_batch"), "eval_batch": tr.get("eval_batch")}
+
     def show_plan(self, m, stages, console, check: bool) -> bool:
         """Print the kind's own `w2s plan` table and return True; False: the CLI's (language) table."""
         return False

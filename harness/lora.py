@@ -99,23 +99,35 @@ def describe(m, mc) -> str:
     weights are read); `?` when the config is not in the local cache."""
     t = m.resolved_train(mc)
     hub_id, revision = m.hub_id(mc)
-    try:
-        import torch
-        from transformers import AutoConfig, AutoModel
+    remote = m.trust_remote_code(mc)
 
-        from .models import W2SClassifier
+    def build() -> dict | None:
+        try:
+            import torch
+            from transformers import AutoConfig, AutoModel
 
-        # local_files_only: `plan` never waits on the hub (offline, its retries take minutes); the cache suffices
-        config = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=m.trust_remote_code(mc),
-                                            local_files_only=True)
-        with torch.device("meta"):
-            backbone = AutoModel.from_config(config, trust_remote_code=m.trust_remote_code(mc))
-            hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
-            model = W2SClassifier(backbone, hidden, "last", t["linear_probe"], "normal")
-            apply_lora(model, t.get("lora"), 0)
-    except Exception as e:   # offline without the config: the plan still shows everything else
-        return f"? ({type(e).__name__}: config not available here)"
-    c = count(model)
+            from .models import W2SClassifier
+
+            # local_files_only: `plan` never waits on the hub (offline, its retries take minutes)
+            config = AutoConfig.from_pretrained(hub_id, revision=revision, trust_remote_code=remote,
+                                                local_files_only=True)
+            with torch.device("meta"):
+                backbone = AutoModel.from_config(config, trust_remote_code=remote)
+                hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+                model = W2SClassifier(backbone, hidden, "last", t["linear_probe"], "normal")
+                apply_lora(model, t.get("lora"), 0)
+        except Exception:   # offline without the config: the plan still shows everything else
+            return None
+        return count(model)
+    # remembered per config, library versions and our sources (the head, the adapters): no torch on a later plan
+    from .memo import config_digest, library_versions, remembered, source_digest
+
+    digest = config_digest(hub_id, revision)
+    key = {"config": digest, "probe": t["linear_probe"], "lora": t.get("lora"), "trust": remote,
+           "sources": source_digest(("harness",)), **library_versions("transformers", "torch", "peft")}
+    c = remembered("trainable-counts", key, build) if digest else build()
+    if c is None:
+        return "? (config not available here)"
     what = (f"LoRA r={t['lora'].get('r', 8)}: adapters {c['adapters']:,} + head {c['head']:,}" if t.get("lora")
             else "head only (linear probe)" if t["linear_probe"] else "full fine-tuning")
     return f"{c['trainable']:,} of {c['total']:,} parameters trainable ({100 * c['trainable'] / c['total']:.3g}%): {what}"

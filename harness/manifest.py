@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .data import DATASETS
+from .data.declared import Declaration, name_problems, resolve as resolve_declaration, spec_of
 from .lora import LoraConfig, problems as lora_problems
 from .losses import LOSS_DEFAULTS, LOSSES
 # The shared base, re-exported: callers import the manifest's names from here.
@@ -26,7 +27,8 @@ class Splits(Strict):
 
 
 class DataConfig(Strict):
-    name: str = Field(description="dataset registry name (harness.data.DATASETS)")
+    name: str = Field(description="dataset registry name (harness.data.DATASETS), or the name of the dataset `declare` describes")
+    declare: Declaration | None = Field(None, description="a dataset of your own, described in YAML (docs/byod.md): inline, or the path of a YAML file relative to the manifest's folder")
     source: str | None = Field(None, description="local data directory laid out as ../shared/data (default: $W2S_DATA_DIR, else the hub)")
     revision: str | None = Field(None, description="hub revision (default: the registry's pin)")
     n_docs: int = Field(20000, ge=2, description="training rows drawn before the 50/50 weak/student split (at least 2: one per half)")
@@ -36,12 +38,17 @@ class DataConfig(Strict):
     cut_seed: int = Field(0, description="seed of the test cut when splits.test is `cut` (the same test set for every run seed)")
     sampling: Literal["head", "random"] | None = Field(None, description="head = the first n rows (reference); random = seeded draw. Default from fidelity")
 
-    @field_validator("name")
+    @field_validator("declare", mode="before")
     @classmethod
-    def _known(cls, v):
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}{_did_you_mean(v, DATASETS)}; registered: {', '.join(sorted(DATASETS))}")
-        return v
+    def _declaration_file(cls, v, info: ValidationInfo):
+        return resolve_declaration(v, info.context)     # a file of its own; files relative to their YAML
+
+    @model_validator(mode="after")
+    def _known(self):
+        problems = name_problems(self.name, self.declare, self.splits, DATASETS)
+        if problems:
+            raise Problems(problems)
+        return self
 
 
 class TrainFields(Strict):
@@ -307,8 +314,8 @@ def lint(m: Manifest) -> list[str]:
     if m.dataset.n_test_docs < 200:
         out.append(f"dataset.n_test_docs={m.dataset.n_test_docs} is small: accuracy has a standard error of about "
                    f"{0.5 / m.dataset.n_test_docs ** 0.5:.3f} (reference issue #3 saw below-chance results at 100)")
-    if DATASETS[m.dataset.name].warning:      # the registry carries its datasets' caveats
-        out.append(DATASETS[m.dataset.name].warning)
+    if spec_of(m.dataset).warning:      # the registry (or the declaration) carries its datasets' caveats
+        out.append(spec_of(m.dataset).warning)
     if m.gt_loss.name != "xent":
         out.append(f"gt_loss is {m.gt_loss.name!r}: ground-truth baselines are not plain xent (Q4)")
     for mc in m.models:

@@ -132,7 +132,8 @@ def _load_manifest(path: Path, overrides, default, sections) -> BaseModel:
     if problems:
         raise ManifestError(problems)
     try:
-        m = schema.model_validate(_expand(raw))
+        # context: a declared dataset's files are relative to the manifest's folder (harness.data.declared)
+        m = schema.model_validate(_expand(raw), context={"base": str(path.parent)})
     except ValidationError as e:
         problems = _format_errors(e, path, lines, keys, root=schema)
         problems += [p for p in _cross_field_problems(schema, _expand(raw), e, path, lines, keys) if p not in problems]

@@ -108,6 +108,13 @@ class MlflowTracker(NullTracker):
         self.offline = False
         self._runs: dict[str, object] = {}       # stage key -> its run (cache of searches)
 
+    @property
+    def kind(self):
+        """What differs between kinds (the dataset's name, a stage's operational settings): asked, not duck-typed."""
+        from .kinds import kind_of
+
+        return kind_of(self.m)
+
     # -- setup ------------------------------------------------------------------------------------
     def start(self, manifest, plan, manifest_path: Path | None = None) -> None:
         probe(self.uri)
@@ -141,7 +148,7 @@ class MlflowTracker(NullTracker):
         loc = (embedded_dir(manifest.output.dir) / "artifacts").as_uri() if self.embedded else None
         self.exp_id = ex.ensure_experiment(self.client, manifest.name, loc)
         self.common_tags = {"w2s.harness_version": __version__, "w2s.host": socket.gethostname(),
-                            "w2s.manifest": manifest.name, "w2s.dataset": manifest.dataset.name}
+                            "w2s.manifest": manifest.name, "w2s.dataset": self.kind.dataset_name(manifest)}
         commit = git_commit()
         if commit:
             self.common_tags.update({"w2s.git_commit": commit, "mlflow.source.git.commit": commit})
@@ -199,14 +206,12 @@ class MlflowTracker(NullTracker):
              "mlflow.parentRunId": self.parent_id}
         if stage.kind in ("transfer", "chain"):     # a chain step's weak: the chain so far (harness.chains)
             t.update({"w2s.weak": stage.weak, "w2s.strong": stage.model, "w2s.teacher_key": stage.teacher})
-        # operational settings: tags, never params (they may change without changing results); which they
-        # are is declared once, in harness.spec. A kind without stage specs (vision) tags its batch sizes.
-        if getattr(stage, "spec", None) is not None:
-            t.update({f"w2s.op.{k}": str(v) for k, v in stage.spec.operational().items()})
-            return t
-        tr = self.m.resolved_train(self.m.model(stage.model))
-        t.update({"w2s.op.micro_batch": str(tr.get("micro_batch")), "w2s.op.eval_batch": str(tr.get("eval_batch")),
-                  "w2s.op.log_every": str(self.m.output.log_every)})
+        # operational settings: tags, never params (they may change without changing results); declared once,
+        # in harness.spec (a kind whose stages carry no spec, vision, answers through Kind.operational)
+        spec = getattr(stage, "spec", None)
+        op = spec.operational() if spec is not None else {**self.kind.operational(self.m, stage),
+                                                          "log_every": self.m.output.log_every}
+        t.update({f"w2s.op.{k}": str(v) for k, v in op.items()})
         return t
 
     def _open(self, stage):

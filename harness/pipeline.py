@@ -123,7 +123,7 @@ def run(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None
 
         with Claims(m.output.dir).wait(f"results-{m.name}"):    # another `w2s run` on this output dir may write them too
             tables = kind.collect(m, stages, StageStore(m.output.dir))
-            out = results.write(m, tables, Path(m.output.dir) / m.name, kind.data_identity)
+            out = results.write(m, tables, Path(m.output.dir) / m.name, kind)
             tracker.finish(tables, out, ok=ok)
         if after is not None:
             problems = after(m, stages, tracker, out)

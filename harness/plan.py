@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .data import DATASETS, fingerprint
+from .data import fingerprint
+from .data.declared import identity as declared_identity, spec_of
 from .losses import resolve_params
 from .manifest import Manifest
 from .model_table import MODELS
@@ -46,15 +47,18 @@ class Stage:
 
 def data_identity(m: Manifest) -> dict:
     d = m.dataset
-    spec = DATASETS[d.name]
+    spec = spec_of(d)     # the registry entry, or the manifest's own declaration
     splits = [d.splits.train or spec.train_split]
     if d.splits.test != "cut":
         splits.append(d.splits.test or spec.test_split)
     fid = m.fidelity.resolved()
-    return {"name": d.name, "revision": d.revision or spec.revision, "bytes": fingerprint(spec, splits, d.source, d.revision),
+    ident = {"name": d.name, "revision": d.revision or spec.revision, "bytes": fingerprint(spec, splits, d.source, d.revision),
             "n_docs": d.n_docs, "n_test_docs": d.n_test_docs, "max_ctx": d.max_ctx,
             "splits": d.splits.model_dump(), "cut_seed": d.cut_seed if d.splits.test == "cut" else None,
             "sampling": d.sampling or fid["sampling"], "overlength": fid["overlength"], "dedup": fid["dedup"]}
+    if d.declare is not None:    # a declaration's template, label, ...: editing it invalidates the cache
+        ident["declare"] = declared_identity(d)
+    return ident
 
 
 def stage_specs(m: Manifest, data: dict | None = None) -> dict[str, StageSpec]:

@@ -2,9 +2,11 @@
 offline cache, hub datasets while offline, local files, and a GPU for billion-parameter models."""
 from __future__ import annotations
 
+import functools
 import os
 
-from .data import DATASETS, DATA_DIR_ENV, local_path
+from .data import DATA_DIR_ENV, local_path
+from .data.declared import spec_of
 from .manifest import Manifest
 from .model_table import MODELS, is_local
 
@@ -17,7 +19,7 @@ def offline() -> bool:
 
 def problems(m: Manifest) -> list[str]:
     out = []
-    spec = DATASETS[m.dataset.name]
+    spec = spec_of(m.dataset)
     splits = [m.dataset.splits.train or spec.train_split]
     if m.dataset.splits.test != "cut":
         splits.append(m.dataset.splits.test or spec.test_split)
@@ -30,7 +32,6 @@ def problems(m: Manifest) -> list[str]:
         if path is None and offline():
             out.append(f"dataset {m.dataset.name!r} ({spec.hub_id}, split {split!r}) comes from the hub, but "
                        f"HF_HUB_OFFLINE=1: run where the hub is reachable, or set {DATA_DIR_ENV} to local files")
-    cuda = _cuda()
     for mc in m.models:
         hub_id, revision = m.hub_id(mc)
         if is_local(hub_id):
@@ -40,7 +41,7 @@ def problems(m: Manifest) -> list[str]:
             out.append(f"model {mc.label!r} ({hub_id}) is not in the Hugging Face cache and HF_HUB_OFFLINE=1: "
                        f"run where the hub is reachable, or fill the cache first")
         entry = MODELS.get(mc.id)
-        if entry and entry.params and entry.params >= GPU_PARAMS and not cuda:
+        if entry and entry.params and entry.params >= GPU_PARAMS and not _cuda():
             out.append(f"model {mc.label!r} has {entry.params / 1e9:.1f}B parameters and needs a GPU; none is visible")
     return out
 
@@ -52,7 +53,8 @@ def _cached(hub_id: str, revision: str | None) -> bool:
     return isinstance(found, str)
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda() -> bool:
-    import torch
+    import torch   # only asked for a GPU-sized model: `w2s plan` of small models never imports torch
 
     return torch.cuda.is_available()

@@ -82,6 +82,9 @@ def prepare(path: str, overrides=(), models: str | None = None) -> Path:
         raise RehearsalError(f"{path}: vision manifests are not rehearsed (docs/rehearsal.md says why)")
     if models:
         m = m.select_models([x.strip() for x in models.split(",") if x.strip()])
+    if m.dataset.declare is not None:    # the rehearsal lays out a registry dataset's files; yours are small already
+        raise RehearsalError(f"{path}: a declared dataset ({m.dataset.name}) is not rehearsed; run it with small "
+                             f"-o dataset.n_docs=... -o dataset.n_test_docs=... instead (docs/byod.md)")
     spec, d = DATASETS[m.dataset.name], m.dataset
     splits = [d.splits.train or spec.train_split] + ([] if d.splits.test == "cut" else [d.splits.test or spec.test_split])
     data_root, origin = rehearsal_data.build(d.name, splits, max(2 * N_DOCS, N_TEST_DOCS + 1))

@@ -98,33 +98,34 @@ def pgr_reference(g: pd.DataFrame, weak: dict, ceil: dict) -> float:
     return float(np.median(vals)) if vals else float("nan")
 
 
-def write(m: Manifest, tables: dict[str, pd.DataFrame], out_dir: Path, data_identity=None) -> Path:
+def write(m: Manifest, tables: dict[str, pd.DataFrame], out_dir: Path, kind=None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     small = {k: v for k, v in tables.items() if k != "items"}
     for name, df in small.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     if "items" in tables:          # per-item correctness (thousands of rows): parquet, not JSON
         tables["items"].to_parquet(out_dir / "items.parquet", index=False)
-    write_json(out_dir / "results.json", {"meta": meta_of(m, data_identity), **{name: json.loads(df.to_json(orient="records"))
+    write_json(out_dir / "results.json", {"meta": meta_of(m, kind), **{name: json.loads(df.to_json(orient="records"))
                                                                  for name, df in small.items()}})
     return out_dir
 
 
-def meta_of(m, data_identity=None) -> dict:
+def meta_of(m, kind=None) -> dict:
     """What one results.json needs to stand alone: names for `w2s report`, and the run's context.
-    `data_identity(m)` is the kind's (harness.kind.Kind.data_identity; default: the language one)."""
+    `kind` (harness.kind.Kind) names the dataset and losses and says what the data is; default: the
+    language manifest's own fields (results must not import the kinds: they import it)."""
     from .envinfo import git_commit, versions
 
     models = [mc.label for mc in m.models]
     commit = git_commit() or ""
-    meta = {"name": m.name, "dataset": m.dataset.name, "models": models,
-            "losses": [lc.name for lc in m.losses], "seeds": list(m.seeds),
+    meta = {"name": m.name, "dataset": kind.dataset_name(m) if kind else m.dataset.name, "models": models,
+            "losses": kind.loss_names(m) if kind else [lc.name for lc in m.losses], "seeds": list(m.seeds),
             "versions": versions(), "git_commit": commit.removesuffix("-dirty") or None,
             "git_dirty": commit.endswith("-dirty"), "manifest": m.model_dump(mode="json"), "tag": run_tag(m)}
     try:
-        if data_identity is None:
+        if kind is None:
             from .plan import data_identity
-        meta["data"] = data_identity(m)
+        meta["data"] = (kind.data_identity if kind else data_identity)(m)
     except Exception as e:  # noqa: BLE001 - provenance must not fail a finished sweep
         meta["data"] = {"error": f"{type(e).__name__}: {e}"}
     return meta

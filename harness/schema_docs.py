@@ -6,11 +6,16 @@ import typing
 from pydantic import BaseModel
 
 from . import manifest as mf
+from .data import declared as decl
 from .spec import is_operational, operational_paths
 
 # (title, schema, key prefix: where harness.spec's identity/operational declaration finds its fields)
 SECTIONS = [("top level", mf.Manifest, ""), ("dataset", mf.DataConfig, "dataset."),
             ("dataset.splits", mf.Splits, "dataset.splits."),
+            ("dataset.declare (docs/byod.md)", decl.Declaration, "dataset.declare."),
+            ("dataset.declare.label", decl.Label, "dataset.declare.label."),
+            ("dataset.declare.choice", decl.Choice, "dataset.declare.choice."),
+            ("dataset.declare.pair", decl.Pair, "dataset.declare.pair."),
             ("models[] (also every field of `train`)", mf.ModelConfig, "models[]."), ("train", mf.TrainFields, "train."),
             ("losses[] / gt_loss", mf.LossConfig, "losses[]."), ("fidelity", mf.Fidelity, "fidelity."),
             ("resources (also models[].resources)", mf.Resources, "resources."), ("output", mf.Output, "output."),
@@ -19,7 +24,7 @@ SECTIONS = [("top level", mf.Manifest, ""), ("dataset", mf.DataConfig, "dataset.
 
 def _type(ann) -> str:
     text = repr(ann) if not isinstance(ann, type) else ann.__name__
-    for junk in ("typing.", "harness.manifest.", "<class '", "'>"):
+    for junk in ("typing.", "harness.manifest.", "harness.data.declared.", "<class '", "'>"):
         text = text.replace(junk, "")
     return text.replace("NoneType", "None").replace("|", "\\|")
 

@@ -108,7 +108,17 @@ def lint(m, mc, t: dict) -> list[str]:
 # -- parameter count, memory estimate, auto policy --------------------------------------------
 @functools.lru_cache(maxsize=64)
 def count_params(hub_id: str, revision: str | None = None, trust_remote_code: bool = False) -> float | None:
-    """Parameters of a model built from its config on the meta device (no weights are read)."""
+    """Parameters of a model built from its config on the meta device (no weights are read); remembered
+    per config digest (harness.memo) so that `w2s plan` does not import torch."""
+    from .memo import config_digest, library_versions, remembered
+
+    compute = lambda: _build_and_count(hub_id, revision, trust_remote_code)   # noqa: E731
+    digest = config_digest(hub_id, revision)
+    key = {"config": digest, "trust": trust_remote_code, **library_versions("transformers", "torch")}
+    return remembered("param-counts", key, compute) if digest else compute()
+
+
+def _build_and_count(hub_id: str, revision: str | None, trust_remote_code: bool) -> float | None:
     try:
         import torch
         from transformers import AutoConfig, AutoModel

@@ -189,7 +189,7 @@ def test_vision_stages_carry_the_code_that_computes_them(tmp_path, monkeypatch):
     assert all(set(s.identity["code"]) == {"version", "stage"} for s in
                __import__("vision.kind", fromlist=["Vision"]).Vision().build_plan(load(path)))
 
-    def probe_with_other_loss(x, t, x_test, y_test, cfg, schedule, seed, sink=None):
+    def probe_with_other_loss(x, t, x_test, y_test, cfg, schedule, seed, sink=None, loss=None):
         return protocol.softmax(x_test[:, :3]), {"steps": 0, "test_acc": []}
 
     monkeypatch.setattr(protocol, "train_probe", probe_with_other_loss)   # the probe (and its loss)
@@ -208,16 +208,15 @@ def test_vision_feature_cache_keys_on_the_model_code(monkeypatch):
     model or feeds it images must not reuse the old features."""
     from vision import data, features, models
 
-    ds = data.synthetic(12, 3)
     r = {"id": "tiny_cnn", "weights": None, "sha256": None, "hub_commit": None, "transform": "cifar", "image_size": 32}
-    base = features.identity(r, ds, "features")
+    base = features.identity(r, "features")
     monkeypatch.setattr(models, "conv_net", lambda width, n_classes: None)
-    assert features.identity(r, ds, "features") != base
+    assert features.identity(r, "features") != base
     monkeypatch.undo()
     monkeypatch.setattr(data, "to_tensor", lambda img, transform, size: None)
-    assert features.identity(r, ds, "features") != base
+    assert features.identity(r, "features") != base
     monkeypatch.undo()
-    assert features.identity(r, ds, "features") == base
+    assert features.identity(r, "features") == base
 
 
 def test_probe_feature_cache_keys_on_the_model_code(tiny, monkeypatch):
@@ -259,5 +258,7 @@ def test_lookup_tables_count_caches_do_not(tiny, monkeypatch):
     from harness.code_identity import code_digest
 
     before = code_digest(features.outputs)
-    monkeypatch.setitem(features._MEMO, "some-key", object())
+    from harness.features import _SHARED     # vision's features memo (the shared feature store's)
+
+    monkeypatch.setitem(_SHARED, "some-dir", object())
     assert code_digest(features.outputs) == before

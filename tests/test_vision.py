@@ -4,6 +4,7 @@ The real tier runs the offline CIFAR-10 manifest, reduced, with the seeded Effic
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -96,6 +97,10 @@ def test_whole_path_cached_rerun_and_mlflow(tmp_path):
     assert all(r.data.tags.get("w2s.complete") == "true" for r in children)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} <= {p.info.run_id for p in parents}
     assert "test_acc" in children[0].data.metrics
+    # what differs by kind the tracker and results ask the Kind (vision.kind), not a look-alike manifest
+    assert children[0].data.tags["w2s.dataset"] == "cifar10" and children[0].data.tags["w2s.op.micro_batch"] == "10"
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["dataset"] == "cifar10" and meta["losses"] == ["xent"] and meta["data"]["dataset"] == "cifar10"
 
     rep = cli("report", out)
     assert rep.exit_code == 0, rep.output

@@ -16,6 +16,17 @@ class Vision(Kind):
     distributable = False  # the same: one process computes the shared features
     plan_errors = (FileNotFoundError, ValueError, RuntimeError)
 
+    def dataset_name(self, m):
+        return m.vision.dataset
+
+    def loss_names(self, m):
+        from .plan import XENT
+
+        return [XENT["name"]]     # the probe's registry loss (soft-target CE), the reference's only one
+
+    def operational(self, m, stage):
+        return {"micro_batch": m.vision.probe.batch_size, "eval_batch": m.vision.feature_batch}
+
     def build_plan(self, m):
         from .plan import build_plan
         from .protocol import stage_code
@@ -41,7 +52,7 @@ class Vision(Kind):
         """`w2s plan`: the stages and what is cached; exit 3 with --check if this machine lacks something."""
         from rich.table import Table
 
-        from harness.store import StageStore
+        from harness.store import StageStore, corrupt
 
         from .plan import estimate_images, preflight
 
@@ -50,11 +61,15 @@ class Vision(Kind):
         for col in ("key", "stage", "roles", "needs", "status"):
             table.add_column(col)
         cached = 0
+        bad = corrupt(stages, store)     # files that do not match done.json (and their dependants): rerun
         for s in stages:
-            done = store.is_done(s.key)
+            done = store.is_done(s.key) and s.key not in bad
             cached += done
-            table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12], "cached" if done else "to run")
+            table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12],
+                          "cached" if done else "corrupt: rerun" if s.key in bad else "to run")
         console.print(table)
+        for s in (s for s in stages if s.key in bad):     # the same lines as the language plan
+            console.print(f"corrupt cache: {s.slug} ({s.key[:12]}): {bad[s.key]}; `w2s run` recomputes it")
         missing = preflight(m) if cached < len(stages) else []
         for p in missing:
             console.print(f"[red]cannot run here:[/red] {p}")

@@ -1,13 +1,12 @@
 """The vision manifest: a top-level `vision:` section selects this schema in harness.manifest.load, which
 validates it with the same YAML line map and error formatting as a language manifest.
 
-It also answers the few questions the shared machinery asks of a manifest (dataset name, model labels,
-losses, seeds, resolved training settings), so harness.tracking, harness.results and `w2s report` take
-it unchanged: one protocol, one stage cache, one tracker.
+It answers what the shared machinery asks of every manifest (name, model labels, pairs, seeds, output,
+tracking); what differs by kind (the dataset's name, the losses, a stage's operational settings) the
+tracker and results ask the Kind (vision.kind.Vision): one protocol, one stage cache, one tracker.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -139,29 +138,16 @@ class VisionManifest(Strict):
             raise Problems(problems)
         return self
 
-    # -- what the shared machinery (tracker, results, report, validate) asks of a manifest -----------
-    @property
-    def dataset(self):
-        return SimpleNamespace(name=self.vision.dataset)
-
+    # -- what the shared machinery asks of every manifest (the rest it asks the Kind: vision.kind) ----
     @property
     def models(self) -> list[VisionModel]:
         return [self.vision.weak, *self.vision.strong]
-
-    @property
-    def losses(self):
-        return [SimpleNamespace(name="xent")]      # soft-target cross-entropy: the reference's only loss
 
     def pairs_list(self) -> list[tuple[str, str]]:
         return [(self.vision.weak.label, s.label) for s in self.vision.strong]
 
     def model(self, label: str) -> VisionModel:
         return next(m for m in self.models if m.label == label)
-
-    def resolved_train(self, mc: VisionModel) -> dict:
-        p = self.vision.probe.model_dump()
-        return {**p, "schedule": self.fidelity.schedule, "micro_batch": p["batch_size"],
-                "eval_batch": self.vision.feature_batch}
 
     def select_models(self, labels: list[str]) -> "VisionManifest":
         if self.vision.weak.label not in labels:

@@ -168,6 +168,8 @@ def train_small_cnn(model: Wrapped, x: torch.Tensor, y: torch.Tensor, r: dict, s
             xb = x[idx]
             flip = torch.rand(len(idx), generator=g) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            # hard-label supervised training of the supervisor, not a weak-to-strong loss: the registry's xent
+            # on one-hot targets equals it only to the last bit (docs/footguns.md), which would move results
             loss = nn.functional.cross_entropy(model.logits(xb), y[idx])
             opt.zero_grad()
             loss.backward()

@@ -8,7 +8,8 @@
 4. Weak-to-strong: the same probe trained on the supervisor's soft labels of that part.
 5. PGR = (w2s - weak) / (ceiling - weak) on the same test images (harness.results).
 
-The probe is the reference's: Linear(d, C) with bias, soft-target cross-entropy, Adam (wd 0), batch 100,
+The probe is the reference's: Linear(d, C) with bias, soft-target cross-entropy (the shared loss
+registry's `xent`, harness.losses), Adam (wd 0), batch 100,
 reshuffled every epoch, cosine LR stepped per batch; the last epoch is reported. Unlike the reference,
 torch (init and order) is seeded (Q16/Q27). Stages go through the same StageStore and tracker as the
 language protocol, so caching, resume, MLflow and `w2s report` behave identically.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from harness.envinfo import versions
+from harness.losses import LOSSES
 from harness.metrics import accuracy
 from harness.plan import Stage
 from harness.runner import run_stages
@@ -31,7 +33,7 @@ from harness.store import StageStore
 
 from . import data, features, models
 from .manifest import VisionManifest
-from .plan import build_plan, image_set
+from .plan import XENT, build_plan, image_set
 
 
 def run(m: VisionManifest, tracker, *, force: bool = False, only: tuple[str, ...] = (), echo=print) -> list[Stage]:
@@ -124,7 +126,7 @@ def fit(m, stage, store, sink, feats, targets, p, meta) -> dict:
     ds, cfg = image_set(m), m.vision.probe
     started = time.time()
     probs, log = train_probe(feats[p["train"]], targets, feats[p["test"]], ds.labels[p["test"]], cfg,
-                             m.fidelity.schedule, stage.seed, sink)
+                             m.fidelity.schedule, stage.seed, sink, stage.loss)
     store.write_table(stage.key, "predictions_test", table(ds, p["test"], probs))
     return {"test_acc": accuracy(probs, ds.labels[p["test"]]), "n_train": len(p["train"]), "n_test": len(p["test"]),
             "steps": log["steps"], "train_seconds": round(time.time() - started, 2), "feature_dim": int(feats.shape[1]),
@@ -132,9 +134,11 @@ def fit(m, stage, store, sink, feats, targets, p, meta) -> dict:
             "weights_sha256": meta["weights_sha256"], "versions": versions()}
 
 
-def train_probe(x, t, x_test, y_test, cfg, schedule: str, seed: int, sink=None):
-    """Linear(d, C) on features; soft-target CE; Adam; cosine per step (or the pre-PR-#16 T_max = epochs,
-    Q28: stepped per batch, the LR then oscillates with period 2*epochs steps). Returns test probs."""
+def train_probe(x, t, x_test, y_test, cfg, schedule: str, seed: int, sink=None, loss: dict = XENT):
+    """Linear(d, C) on features; the stage's registry loss (harness.losses: `xent`, the reference's
+    soft-target CE); Adam; cosine per step (or the pre-PR-#16 T_max = epochs, Q28: stepped per batch, the
+    LR then oscillates with period 2*epochs steps). Returns test probs."""
+    loss_fn, params = LOSSES[loss["name"]], loss.get("params") or {}
     dev = features.device()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -151,12 +155,12 @@ def train_probe(x, t, x_test, y_test, cfg, schedule: str, seed: int, sink=None):
         total = 0.0
         for b in range(n_batches):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            loss = -(t[idx] * torch.log_softmax(head(x[idx]), -1)).sum(-1).mean()
+            value = loss_fn(head(x[idx]), t[idx], (epoch * n_batches + b) / (n_batches * cfg.epochs), **params)
             opt.zero_grad()
-            loss.backward()
+            value.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach())
+            total += float(value.detach())
         with torch.no_grad():
             probs = torch.softmax(head(xt), -1).cpu().numpy()
         accs.append(round(accuracy(probs, y_test), 6))     # per epoch, as the reference prints

@@ -30,6 +30,7 @@ class DatasetSpec:
     # The raw columns the formatter reads (text | bool | label) and the label set (harness.data.validate).
     fields: dict[str, str] = field(default_factory=dict)
     labels: tuple = (0, 1)
+    paths: dict[str, str] = field(default_factory=dict)  # split -> absolute file (declared datasets; wins over all)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -78,6 +79,12 @@ def data_dir(source: str | None = None) -> Path | None:
 def local_path(spec: DatasetSpec, split: str, source: str | None) -> Path | None:
     """The local file for a split, or None for the hub. $W2S_DATA_DIR is a place to look first: a
     dataset it has no file for comes from the hub. A manifest's explicit `source` must have the file."""
+    if split in spec.paths:
+        return Path(spec.paths[split])
+    if spec.paths and not spec.hub_id:
+        raise FileNotFoundError(f"dataset {spec.name!r} has no file for split {split!r} (files: {', '.join(spec.paths)}) "
+                                f"and no hub id; add it under dataset.declare.files, or set dataset.splits "
+                                f"(`test: cut` carves a test set out of the train split)")
     root = data_dir(source)
     if root is None:
         return None
@@ -108,10 +115,13 @@ def load_rows(spec: DatasetSpec, split: str, source: str | None, revision: str |
     path = local_path(spec, split, source)
     if path is not None:
         if not path.is_file():
-            raise DataError(f"{path}: not a file; dataset {spec.name!r} split {split!r} is a JSON-lines file")
+            raise DataError(f"{path}: not a file; dataset {spec.name!r} split {split!r} is a data file")
+        kind = "csv" if path.suffix == ".csv" else "parquet" if path.suffix == ".parquet" else "json"
         try:
-            rows = datasets.load_dataset("json", data_files=str(path), split="train")
+            rows = datasets.load_dataset(kind, data_files=str(path), split="train")
         except Exception as e:      # pyarrow/datasets errors name neither the line nor the field
+            if kind != "json":
+                raise DataError(f"{path}: cannot be read as {kind}: {type(e).__name__}: {e}") from None
             raise scan_file(spec, split, path, e) from None
     else:
         rows = datasets.load_dataset(spec.hub_id, split=split, revision=revision or spec.revision,

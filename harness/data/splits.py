@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import DATASETS, load_rows, local_path
+from . import load_rows, local_path
+from .declared import spec_of
 from .validate import DataError, check_rows
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def splits_for(m, seed: int) -> "Splits":
 
 def make_splits(data, seed: int, dedup: str = "none") -> Splits:
     """`data` is a manifest DataConfig. Deterministic in (data config, source bytes, seed, dedup)."""
-    spec = DATASETS[data.name]
+    spec = spec_of(data)
     train_split = data.splits.train or spec.train_split
     rows = load_rows(spec, train_split, data.source, data.revision)
     if data.splits.test == "cut" and data.n_test_docs >= len(rows):

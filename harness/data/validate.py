@@ -18,10 +18,28 @@ class DataError(ValueError):
     """A data file (or hub split) that a run cannot use, with every reported problem."""
 
 
-# Field kinds: text = a string; bool = true/false; label = an integer in the dataset's label set.
-def check_value(kind: str, value, labels: tuple) -> str | None:
+def key_text(value) -> str:
+    """Label-map keys and row values compare as text: YAML `true:` and a JSON round trip's "true" agree."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+# Field kinds: text = a string; bool = true/false; label = an integer in the dataset's label set; and for
+# declared datasets (harness.data.declared): any = not null; list = a list of strings; index:F = a valid
+# index into the list in field F; a tuple = the value's text is one of these (a label map's keys).
+def check_value(kind, value, labels: tuple, row: dict | None = None) -> str | None:
     if value is None:
         return "is null (missing)"
+    if kind == "any":
+        return None
+    if isinstance(kind, tuple):
+        return None if key_text(value) in kind else f"{value!r} is not one of {', '.join(kind)}"
+    if kind == "list":
+        ok = isinstance(value, list) and len(value) >= 2 and all(isinstance(x, str) for x in value)
+        return None if ok else f"{value!r} is not a list of at least two strings"
+    if kind.startswith("index:"):
+        options = (row or {}).get(kind[6:])
+        ok = isinstance(value, int) and not isinstance(value, bool) and isinstance(options, list) and 0 <= value < len(options)
+        return None if ok else f"{value!r} is not an index into field {kind[6:]!r} (0 to {len(options or []) - 1})"
     if kind == "text":
         return None if isinstance(value, str) else f"{value!r} is not a string"
     if kind == "bool":
@@ -42,7 +60,7 @@ def row_problems(spec, row: dict) -> list[tuple[str, str]]:
         if name not in row:
             out.append((name, "is missing"))
             continue
-        why = check_value(kind, row[name], spec.labels)
+        why = check_value(kind, row[name], spec.labels, row)
         if why:
             out.append((name, why))
     return out
