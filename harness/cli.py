@@ -95,8 +95,10 @@ def plan(file, overrides, models, check):
               f"(≈{total * 1e15 / 3e14 / 3600:.2f} GPU-h at 300 TFLOP/s sustained)")
     from .zero import describe, resolve   # resources: launcher, ZeRO stage (auto's pick), memory estimate
 
+    specs = {s.model: s.spec for s in stages}      # each model's resolved description (harness.spec)
     for mc in m.models:
-        con.print(f"resources {mc.label}: {describe(resolve(m, mc))}")
+        if mc.label in specs:
+            con.print(f"resources {mc.label}: {describe(resolve(specs[mc.label]))}")
     from .lora import describe as trainable   # built on the meta device from the config: no weights read
 
     for mc in m.models:

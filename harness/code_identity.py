@@ -109,7 +109,7 @@ def _reached(obj) -> tuple[list, dict]:
                     continue
                 val = g[name]
                 targets = [val]
-                if isinstance(val, types.ModuleType):        # `zero.active()`: the module's named members
+                if isinstance(val, types.ModuleType):        # `zero.resolve()`: the module's named members
                     if (val.__name__.split(".")[0]) not in OURS:
                         continue
                     targets = [getattr(val, n) for n in names if hasattr(val, n)]

@@ -1,7 +1,7 @@
 """Running one stage in launched worker processes (`resources.launcher: deepspeed | torchrun`).
 
-The parent (`w2s run`) resolves the resources, generates and validates the DeepSpeed config, writes
-the manifest and config next to the stage cache, and starts `python -m harness.worker` on every rank
+The parent (`w2s run`) resolves the stage's resources (from `stage.spec`, harness.spec), generates and
+validates the DeepSpeed config, writes the manifest and config next to the stage cache, and starts `python -m harness.worker` on every rank
 with the chosen launcher. Rank 0 writes the stage outputs (predictions, weak labels, log.jsonl) and a
 metrics file; the parent then replays log.jsonl into the tracker sink and finishes the stage as for an
 in-process stage. Workers never talk to the tracker (nothing in them imports mlflow).
@@ -19,13 +19,13 @@ from . import zero
 from .store import write_json
 
 
-def launched(m, stage) -> bool:
-    return m.resolved_resources(m.model(stage.model))["launcher"] != "none"
+def launched(stage) -> bool:
+    return stage.spec.resources.launcher != "none"
 
 
-def workdir(m, stage) -> Path:
+def workdir(stage) -> Path:
     """Launch files live beside, not in, the stage directory (rank 0's store.begin() clears that)."""
-    return Path(m.output.dir) / "stages" / "_launch" / stage.key[:16]
+    return Path(stage.spec.output_dir) / "stages" / "_launch" / stage.key[:16]
 
 
 def free_port() -> int:
@@ -79,15 +79,18 @@ def worker_env() -> dict:
 
 
 def run_stage(m, stage, store, sink=None, echo=print) -> dict:
-    """Train `stage` in launched workers; returns rank 0's metrics (as ground_truth/transfer would)."""
-    mc = m.model(stage.model)
-    r = zero.resolve(m, mc)
-    cfg = zero.validate(zero.ds_config(m, mc, r), r["world"])
-    wd = workdir(m, stage)
+    """Train `stage` in launched workers; returns rank 0's metrics (as ground_truth/transfer would).
+    The worker re-plans `m` (for the splits and to check that its stage has the driver's key) and trains
+    from the stage's spec, with the DeepSpeed config generated here."""
+    r = zero.resolve(stage.spec)
+    cfg = zero.validate(zero.ds_config(stage.spec, r), r["world"])
+    wd = workdir(stage)
     wd.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "worker.log"):
         (wd / stale).unlink(missing_ok=True)
-    write_json(wd / "manifest.json", m.model_dump(mode="json"))
+    raw = m.model_dump(mode="json")
+    raw["output"]["dir"] = stage.spec.output_dir    # a Ray task trains in its own scratch dir (ray_task)
+    write_json(wd / "manifest.json", raw)
     write_json(wd / "ds_config.json", cfg)
     args = ["--manifest", str(wd / "manifest.json"), "--stage", stage.key, "--ds-config", str(wd / "ds_config.json"),
             "--workdir", str(wd)]

@@ -3,7 +3,8 @@
 with line numbers, overrides and error messages that name the file, the line, the field and a fix live
 in harness.manifest_io; what every kind's schema shares, in harness.manifest_base (re-exported here).
 
-Identity fields (what changes results) feed cache keys and MLflow params; the OPERATIONAL ones never do.
+Which resolved values are identity (cache keys, MLflow params) and which operational is declared once,
+on the stage description that this manifest resolves to (harness.spec).
 """
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from .losses import LOSS_DEFAULTS, LOSSES
 # The shared base, re-exported: callers import the manifest's names from here.
 from .manifest_base import ManifestError, Output, Problems, Strict, Tracking, _did_you_mean  # noqa: F401
 from .model_table import MODELS, POOLINGS, is_local
-
-OPERATIONAL = {"micro_batch", "eval_batch", "output", "tracking", "label", "resources"}
 
 
 class Splits(Strict):

@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import __version__
 from .data import fingerprint
 from .data.declared import identity as declared_identity, spec_of
 from .losses import resolve_params
-from .manifest import Manifest, ModelConfig
-from .model_table import MODELS, is_local
+from .manifest import Manifest
+from .model_table import MODELS
+from .spec import StageSpec, stage_spec
 from .code_identity import stage_code
 from .chains import chain_stages, direct_pairs
 from .store import content_key
@@ -34,6 +36,7 @@ class Stage:
     teacher: str | None = None     # key of the stage whose weak labels it trains on
     roles: list[str] = field(default_factory=list)   # weak / ceiling: how results use a gt stage
     root: str | None = None        # chain steps (harness.chains): the chain's first teacher; shards keep it whole
+    spec: Any = None               # StageSpec (harness.spec): the resolved description training reads
 
     @property
     def slug(self) -> str:
@@ -58,28 +61,10 @@ def data_identity(m: Manifest) -> dict:
     return ident
 
 
-def model_identity(m: Manifest, mc: ModelConfig) -> dict:
-    hub_id, revision = m.hub_id(mc)
-    train = {k: v for k, v in m.resolved_train(mc).items() if k not in ("micro_batch", "eval_batch")}
-    fid = m.fidelity.resolved()
-    ident = {"id": hub_id, "revision": revision, "pooling": mc.pooling,
-             "decoder_pooling": fid["pooling"], "precision": fid["precision"], **train}
-    if is_local(hub_id):
-        ident["local_digest"] = local_model_digest(hub_id)
-    return ident
-
-
-def local_model_digest(path: str) -> str:
-    """A local model is identified by its bytes, not its path."""
-    import hashlib
-    from pathlib import Path
-
-    h = hashlib.sha256()
-    for f in sorted(Path(path).expanduser().rglob("*")):
-        if f.is_file():
-            h.update(f.relative_to(Path(path).expanduser()).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+def stage_specs(m: Manifest, data: dict | None = None) -> dict[str, StageSpec]:
+    """Every model's resolved description (harness.spec), by label: the manifest is resolved here, once."""
+    data = data if data is not None else data_identity(m)
+    return {mc.label: stage_spec(m, mc, data) for mc in m.models}
 
 
 def build_plan(m: Manifest) -> list[Stage]:
@@ -93,7 +78,9 @@ def build_plan(m: Manifest) -> list[Stage]:
     # weak half and labels the student half, as the reference's train_simple.py does.
     weak_models = {w for w, _ in pairs} | ({mc.label for mc in m.models} if m.pairs == [] else set())
     strong_models = {s for _, s in pairs}
-    models = {mc.label: model_identity(m, mc) for mc in m.models}
+    specs = stage_specs(m, data)
+    # identity fields only, as harness.spec declares them: operational settings never move a key
+    models = {label: spec.model_identity() for label, spec in specs.items()}
     stages: dict[str, Stage] = {}
 
     def gt(label: str, seed: int, half: str, role: str) -> Stage:
@@ -123,7 +110,10 @@ def build_plan(m: Manifest) -> list[Stage]:
                          "code": stage_code(m.dataset.name, lc.name)}   # docs/caching.md
                 order.append(Stage(content_key(ident), "transfer", strong, seed, "train2", loss, ident,
                                    weak=weak, teacher=teacher.key))
-    return order + chain_stages(m, models, data, gt, warmup, Stage)
+    order += chain_stages(m, models, data, gt, warmup, Stage)
+    for st in order:
+        st.spec = specs[st.model]
+    return order
 
 
 def estimate(m: Manifest, stage: Stage) -> dict:

@@ -27,6 +27,7 @@ from .data.splits import Splits, splits_for, text_hash
 from .envinfo import versions
 from .features import FeatureCache, FeatureCollator, HeadOnly, as_feature_items, fresh_head
 from .manifest import Manifest
+from .spec import thaw
 from .lora import apply_lora
 from .metrics import accuracy, auroc
 from .models import load_classifier, load_tokenizer
@@ -34,7 +35,7 @@ from .plan import Stage, build_plan
 from .rehearsal_trace import code_path
 from .runner import run_stages
 from .store import StageStore
-from . import launch, zero
+from . import launch
 from .train import Collator, HeadInitCheck, JsonlLog, Rows, W2STrainer, epoch_concat, predict, training_args
 
 log = logging.getLogger(__name__)
@@ -52,20 +53,21 @@ def run(m: Manifest, tracker, *, force: bool = False, only: tuple[str, ...] = ()
     def execute(stage: Stage, sink) -> dict:
         if stage.seed not in splits:     # also before a launch: bad data is a DataError here, not in a worker
             splits[stage.seed] = splits_for(m, stage.seed)
-        if launch.launched(m, stage):    # resources.launcher: a multi-process worker trains the stage
+        if launch.launched(stage):       # resources.launcher: a multi-process worker trains the stage
             return launch.run_stage(m, stage, store, sink, echo=echo)
-        return (ground_truth if stage.kind == "gt" else transfer)(m, stage, splits[stage.seed], store, sink)
+        return (ground_truth if stage.kind == "gt" else transfer)(stage, splits[stage.seed], store, sink)
 
     run_stages(plan, store, tracker, execute, force=force, only=only, shard=shard, echo=echo, backend=backend)
     return plan
 
 
-def ground_truth(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink) -> dict:
-    """Train on true labels; on the weak half, also label the student half (the weak labels)."""
+def ground_truth(stage: Stage, splits: Splits, store: StageStore, sink, deepspeed: dict | None = None) -> dict:
+    """Train on true labels; on the weak half, also label the student half (the weak labels).
+    `deepspeed`: the config a launched worker (harness.worker) trains with; None in a single process."""
     store.begin(stage.key, stage.identity)
     rows = splits.part(stage.half)
     label_rows = splits.train2 if stage.half == "train1" else []
-    out = fine_tune(m, stage, rows, splits.test, label_rows, store, sink)
+    out = fine_tune(stage, rows, splits.test, label_rows, store, sink, deepspeed)
     # texts dropped / still overlapping (fidelity.dedup): numbers, so that MLflow shows them as metrics
     out.update({f"dedup_{k}": v for k, v in splits.info.get("dedup", {}).items() if k != "mode"})
     if stage.half == "train1":
@@ -75,7 +77,7 @@ def ground_truth(m: Manifest, stage: Stage, splits: Splits, store: StageStore, s
     return out
 
 
-def transfer(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink) -> dict:
+def transfer(stage: Stage, splits: Splits, store: StageStore, sink, deepspeed: dict | None = None) -> dict:
     """Train the strong student on its supervisor's soft labels. Ground truth is never read from the
     weak-label table (Q25): only ids, text hashes and probabilities are loaded. A chain step (harness.chains)
     trains on its own half and labels the other one, for the next step."""
@@ -91,7 +93,7 @@ def transfer(m: Manifest, stage: Stage, splits: Splits, store: StageStore, sink)
         rows.append({"id": wid, "txt": row["txt"], "soft_label": [float(soft[0]), float(soft[1])],
                      "hard_label": None})
     label_rows = splits.part("train1" if stage.half == "train2" else "train2") if stage.kind == "chain" else []
-    out = fine_tune(m, stage, rows, splits.test, label_rows, store, sink)
+    out = fine_tune(stage, rows, splits.test, label_rows, store, sink, deepspeed)
     if label_rows:
         kept, probs = out.pop("labelled")
         store.write_table(stage.key, "weak_labels", label_table(kept, probs, with_text=True))
@@ -112,41 +114,41 @@ def feature_identity(stage: Stage, pooling: str, max_ctx: int, overlength: str) 
             "overlength": overlength, "code": {k: code.get(k) for k in ("version", "protocol", "model")}}
 
 
-def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, store: StageStore, sink) -> dict:
-    """One HF Trainer run: tokenize, train, evaluate on test, optionally predict `label_rows`."""
-    mc = m.model(stage.model)
-    t = m.resolved_train(mc)
-    fid = m.fidelity.resolved()
-    hub_id, revision = m.hub_id(mc)
+def fine_tune(stage: Stage, train_rows, test_rows, label_rows, store: StageStore, sink,
+              deepspeed: dict | None = None) -> dict:
+    """One HF Trainer run: tokenize, train, evaluate on test, optionally predict `label_rows`. Everything
+    it is configured by comes from `stage.spec` (harness.spec), resolved once when the plan was built."""
+    spec = stage.spec
+    ms, t = spec.model, spec.train
+    hub_id, revision, remote = ms.id, ms.revision, ms.trust_remote_code
     set_seed(stage.seed)
-    remote = m.trust_remote_code(mc)
     tok = load_tokenizer(hub_id, revision, remote)
-    mixed = fid["precision"] == "mixed"
-    decoder_pooling = "nonzero_count" if fid["pooling"] == "nonzero_count" else "last"
-    max_ctx, overlength = m.dataset.max_ctx, fid["overlength"]
+    mixed = ms.precision == "mixed"
+    decoder_pooling = "nonzero_count" if ms.decoder_pooling == "nonzero_count" else "last"
+    max_ctx, overlength = spec.data.max_ctx, spec.data.overlength
     train_items, train_kept, drop_train = encode(tok, train_rows, max_ctx, overlength)
     test_items, test_kept, drop_test = encode(tok, test_rows, max_ctx, overlength)
     label_items, label_kept, drop_label = encode(tok, label_rows, max_ctx, overlength)
     if not train_items:
         raise RuntimeError(f"{stage.slug}: no training rows left after the max_ctx={max_ctx} filter")
-    nsteps = math.floor(len(train_items) * t["epochs"] / t["batch_size"])
-    # Launched workers (harness.worker) train on every rank with the DeepSpeed config they activated; the
-    # arguments come before the model so that HF's ZeRO-3 integration (zero.Init) is on while it is built.
-    ds = zero.active()
-    args = training_args(store.dir(stage.key) / "trainer", t, stage.seed, max(1, nsteps),
-                         int(os.environ.get("WORLD_SIZE", 1)) if ds else 1, fid["precision"], m.output.log_every,
+    nsteps = math.floor(len(train_items) * t.epochs / t.batch_size)
+    # Launched workers (harness.worker) pass the DeepSpeed config in; the arguments come before the model
+    # so that HF's ZeRO-3 integration (zero.Init) is on while it is built. HF fills the dict in: a copy.
+    ds = thaw(deepspeed) if deepspeed else None
+    args = training_args(store.dir(stage.key) / "trainer", t.as_dict(), stage.seed, max(1, nsteps),
+                         int(os.environ.get("WORLD_SIZE", 1)) if ds else 1, ms.precision, spec.log_every,
                          deepspeed=ds)
     if ds:
         _ = args.device     # sets up the process group before zero.Init
     def load():
-        model, _, commit = load_classifier(hub_id, revision, "float32" if mixed else t["dtype"], mc.pooling,
-                                             decoder_pooling, t["linear_probe"], t["head_init"], t["dropout"],
+        model, _, commit = load_classifier(hub_id, revision, "float32" if mixed else t.dtype, ms.pooling,
+                                             decoder_pooling, t.linear_probe, t.head_init, t.dropout,
                                              head_fp32=mixed, trust_remote_code=remote)
         # train.lora: adapters into the built backbone; only they and the head train (harness.lora)
-        return apply_lora(model, t.get("lora"), stage.seed, t["gradient_checkpointing"]), commit
+        return apply_lora(model, thaw(t.lora), stage.seed, t.gradient_checkpointing), commit
     # A probe never changes its backbone: keep it loaded for the next stage of the same model.
-    probe_key = (hub_id, revision, mixed, t["dtype"], mc.pooling, decoder_pooling, remote)
-    if t["linear_probe"] and not ds:
+    probe_key = (hub_id, revision, mixed, t.dtype, ms.pooling, decoder_pooling, remote)
+    if t.linear_probe and not ds:
         if probe_key not in _FROZEN:
             _FROZEN[probe_key] = load()
         model, commit = _FROZEN[probe_key]
@@ -155,26 +157,26 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     pooling = model.pooling
     pad_id = 0 if pooling == "nonzero_count" else tok.pad_token_id
     collate = Collator(pad_id)
-    if t["linear_probe"]:
+    if t.linear_probe:
         # Frozen backbone, no dropout: pooled features are a constant per text, so compute them once
         # (cached across stages) and train the head alone (harness.features).
-        cache = FeatureCache(m.output.dir, feature_identity(stage, pooling, max_ctx, overlength))
+        cache = FeatureCache(spec.output_dir, feature_identity(stage, pooling, max_ctx, overlength))
         backbone = model
 
         def to_features(items, rows):
             hashes = [text_hash(r["txt"]) for r in rows]
-            return as_feature_items(items, cache.get(backbone, items, hashes, t["eval_batch"], collate))
+            return as_feature_items(items, cache.get(backbone, items, hashes, t.eval_batch, collate))
         train_items, test_items = to_features(train_items, train_kept), to_features(test_items, test_kept)
         label_items = to_features(label_items, label_kept)
-        model, collate = HeadOnly(fresh_head(model.score, t["head_init"])), FeatureCollator()
-    steps_items = epoch_concat(train_items, t["epochs"], t["batch_size"])   # nsteps x batch rows
+        model, collate = HeadOnly(fresh_head(model.score, t.head_init)), FeatureCollator()
+    steps_items = epoch_concat(train_items, t.epochs, t.batch_size)   # nsteps x batch rows
     if nsteps == 0:
-        raise RuntimeError(f"{stage.slug}: {len(train_items)} rows x {t['epochs']} epochs is less than one batch "
-                           f"of {t['batch_size']}; raise dataset.n_docs")
+        raise RuntimeError(f"{stage.slug}: {len(train_items)} rows x {t.epochs} epochs is less than one batch "
+                           f"of {t.batch_size}; raise dataset.n_docs")
     d = store.dir(stage.key)
     trainer = W2STrainer(model=model, args=args, train_dataset=Rows(steps_items), data_collator=collate,
                          loss_name=stage.loss["name"], loss_params=stage.loss["params"],
-                         callbacks=[JsonlLog(d / "log.jsonl", sink), HeadInitCheck(t["head_init"])])
+                         callbacks=[JsonlLog(d / "log.jsonl", sink), HeadInitCheck(t.head_init)])
     started = time.time()
     trainer.train()
     train_s = time.time() - started
@@ -184,7 +186,7 @@ def fine_tune(m: Manifest, stage: Stage, train_rows, test_rows, label_rows, stor
     out = {"test_acc": accuracy(test_probs, test_y), "test_auroc": auroc(test_probs[:, 1], test_y),
            "n_train": len(train_items), "n_test": len(test_items), "steps": nsteps,
            "dropped_train": drop_train, "dropped_test": drop_test, "dropped_label": drop_label,
-           "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t["batch_size"] / train_s, 2),
+           "train_seconds": round(train_s, 2), "train_samples_per_s": round(nsteps * t.batch_size / train_s, 2),
            "model_commit": commit, "pooling": pooling, "versions": versions()}
     out["code_path"] = code_path(model, trainer)    # what really trained it (harness.rehearsal_trace)
     if label_rows:

@@ -7,13 +7,19 @@ from pydantic import BaseModel
 
 from . import manifest as mf
 from .data import declared as decl
+from .spec import is_operational, operational_paths
 
-SECTIONS = [("top level", mf.Manifest), ("dataset", mf.DataConfig), ("dataset.splits", mf.Splits),
-            ("dataset.declare (docs/byod.md)", decl.Declaration), ("dataset.declare.label", decl.Label),
-            ("dataset.declare.choice", decl.Choice), ("dataset.declare.pair", decl.Pair),
-            ("models[] (also every field of `train`)", mf.ModelConfig), ("train", mf.TrainFields),
-            ("losses[] / gt_loss", mf.LossConfig), ("fidelity", mf.Fidelity), ("resources (also models[].resources)", mf.Resources), ("output", mf.Output),
-            ("tracking", mf.Tracking)]
+# (title, schema, key prefix: where harness.spec's identity/operational declaration finds its fields)
+SECTIONS = [("top level", mf.Manifest, ""), ("dataset", mf.DataConfig, "dataset."),
+            ("dataset.splits", mf.Splits, "dataset.splits."),
+            ("dataset.declare (docs/byod.md)", decl.Declaration, "dataset.declare."),
+            ("dataset.declare.label", decl.Label, "dataset.declare.label."),
+            ("dataset.declare.choice", decl.Choice, "dataset.declare.choice."),
+            ("dataset.declare.pair", decl.Pair, "dataset.declare.pair."),
+            ("models[] (also every field of `train`)", mf.ModelConfig, "models[]."), ("train", mf.TrainFields, "train."),
+            ("losses[] / gt_loss", mf.LossConfig, "losses[]."), ("fidelity", mf.Fidelity, "fidelity."),
+            ("resources (also models[].resources)", mf.Resources, "resources."), ("output", mf.Output, "output."),
+            ("tracking", mf.Tracking, "tracking.")]
 
 
 def _type(ann) -> str:
@@ -29,7 +35,8 @@ def render() -> str:
            "Every key is validated before any compute: unknown keys, wrong types, unknown dataset/model/loss",
            "names and impossible ladders are reported with file, line, field path and a fix.",
            "Identity fields change results and feed cache keys and MLflow params; operational fields",
-           f"({', '.join(sorted(mf.OPERATIONAL))}) never do.", "",
+           f"({', '.join(f'`{p}`' for p in _outermost(operational_paths()))}) never do: they are marked",
+           "*operational* below. Both come from one declaration, the stage description `harness/spec.py`.", "",
            "Training defaults when nothing is set: " + ", ".join(f"`{k}: {v}`" for k, v in mf.TRAIN_DEFAULTS.items()) + ".",
            "Model-table defaults (lr, optimizer, eval batch, pinned revision) apply to registry names.",
            "`extends: base.yaml` merges a manifest over a base (mappings key by key; lists are replaced), so",
@@ -37,7 +44,7 @@ def render() -> str:
            "Fidelity profiles (docs/quirks.md):", ""]
     out += ["| quirk | reference | fixed |", "|---|---|---|"]
     out += [f"| {k} | {mf.PROFILES['reference'][k]} | {mf.PROFILES['fixed'][k]} |" for k in mf.PROFILES["fixed"]]
-    for title, model in SECTIONS:
+    for title, model, prefix in SECTIONS:
         out += ["", f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         fields = model.model_fields if model is not mf.ModelConfig else {
             k: v for k, v in model.model_fields.items() if k not in mf.TrainFields.model_fields}
@@ -45,8 +52,14 @@ def render() -> str:
             default = "required" if f.is_required() else repr(f.get_default(call_default_factory=False))
             if f.default_factory is not None:
                 default = "(see section)" if _is_model(f.annotation) else "[xent]" if name in ("losses", "gt_loss") else "…"
-            out.append(f"| `{name}` | {_type(f.annotation)} | {default} | {f.description or ''} |")
+            meaning = " ".join(["*operational*"] * is_operational(prefix + name) + [f.description or ""]).strip()
+            out.append(f"| `{name}` | {_type(f.annotation)} | {default} | {meaning} |")
     return "\n".join(out) + "\n"
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """`output` rather than `output`, `output.dir`, `output.log_every`."""
+    return sorted(p for p in paths if not any(p.startswith(q + ".") for q in paths))
 
 
 def _is_model(ann) -> bool:

@@ -1,7 +1,7 @@
 """One rank of a launched stage: `python -m harness.worker --manifest FILE --stage KEY [-o k=v ...]`.
 
-Every rank runs the same protocol code (ground_truth / transfer -> fine_tune) with the DeepSpeed
-config activated; HF Trainer + DeepSpeed shard the work, gather predictions in example order and
+Every rank runs the same protocol code (ground_truth / transfer -> fine_tune), passing it the DeepSpeed
+config (an argument, not a global: what a stage trains with is visible at the call); HF Trainer + DeepSpeed shard the work, gather predictions in example order and
 gather logconf's batch statistics across ranks. Rank 0 alone writes the stage directory; other ranks
 write to a private scratch directory (so code that reads back what it wrote still works). Nothing
 here imports mlflow or datasets-backed tracking: the parent `w2s run` does the tracking.
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", required=True, help="manifest (YAML, or the JSON `w2s run` writes)")
     ap.add_argument("--stage", required=True, help="stage key or a unique prefix (see `w2s plan`)")
     ap.add_argument("-o", "--override", dest="overrides", action="append", default=[])
-    ap.add_argument("--ds-config", help="DeepSpeed config JSON (default: generated from the manifest)")
+    ap.add_argument("--ds-config", help="DeepSpeed config JSON (default: generated from the stage's spec)")
     ap.add_argument("--workdir", help="metrics.json and rank scratch (default: beside the stage cache)")
     ap.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)   # some launchers add it
     a = ap.parse_args(argv)
@@ -71,31 +71,27 @@ def main(argv=None) -> int:
                "the harness code or the manifest changed since `w2s run` planned this stage; run it again")
         print(f"--stage {a.stage}: {len(matches)} stages match; {why}", file=sys.stderr)
         return 2
-    stage = matches[0]
-    mc = m.model(stage.model)
-    r = zero.resolve(m, mc)
-    cfg = json.loads(Path(a.ds_config).read_text()) if a.ds_config else zero.ds_config(m, mc, r)
+    stage = matches[0]      # stage.spec: the resolved description it trains from (harness.spec)
+    cfg = json.loads(Path(a.ds_config).read_text()) if a.ds_config else zero.ds_config(stage.spec)
     world = int(os.environ.get("WORLD_SIZE", 1))
     zero.validate(cfg, world)
-    zero.activate(cfg)
     import deepspeed   # its comm layer must be up before zero.Init (else it parses the config for world size 1)
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank = int(os.environ.get("RANK", 0))
-    wd = Path(a.workdir) if a.workdir else launch.workdir(m, stage)
+    wd = Path(a.workdir) if a.workdir else launch.workdir(stage)
     wd.mkdir(parents=True, exist_ok=True)
-    store = RankStore(m.output.dir, rank, wd / f"rank{rank}")
+    store = RankStore(stage.spec.output_dir, rank, wd / f"rank{rank}")
     splits = splits_for(m, stage.seed)
     try:
         fn = protocol.ground_truth if stage.kind == "gt" else protocol.transfer
-        metrics = fn(m, stage, splits, store, None)
+        metrics = fn(stage, splits, store, None, deepspeed=cfg)
         metrics["world_size"] = world
         if rank == 0:
             write_json(wd / "metrics.json", metrics)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
     finally:
-        zero.activate(None)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return 0

@@ -30,16 +30,6 @@ OWNED = {"train_batch_size": "train.batch_size", "train_micro_batch_size_per_gpu
          "fp16": "the model's dtype + fidelity.precision", "optimizer": "train.optimizer / lr"}
 # Auto keeps this share of GPU memory for model states; the rest is activations, buffers, fragmentation.
 BUDGET = 0.7
-_ACTIVE: dict | None = None     # the config a launched worker trains with (set by harness.worker)
-
-
-def activate(cfg: dict | None) -> None:
-    global _ACTIVE
-    _ACTIVE = cfg
-
-
-def active() -> dict | None:
-    return _ACTIVE
 
 
 def world_size(res: dict) -> int:
@@ -141,13 +131,10 @@ def _build_and_count(hub_id: str, revision: str | None, trust_remote_code: bool)
         return None
 
 
-def model_params(m, mc) -> float | None:
-    from .model_table import MODELS   # the table alone: no torch for `w2s plan`
-
-    entry = MODELS.get(mc.id)
-    if entry and entry.params:
-        return entry.params
-    return count_params(*m.hub_id(mc), m.trust_remote_code(mc))
+def model_params(spec) -> float | None:
+    """The model table's count, else one from the model's config (harness.spec.StageSpec `spec`)."""
+    ms = spec.model
+    return ms.params or count_params(ms.id, ms.revision, ms.trust_remote_code)
 
 
 def optim_bytes(optimizer: str, mixed: bool, stage: int) -> int:
@@ -227,30 +214,28 @@ def auto_policy(params: float | None, mem_gb: float | None, world: int, mixed: b
                            f"({est['total_gb']:.1f} GB/GPU > {BUDGET:.0%} budget){more}; expect OOM")
 
 
-def resolve(m, mc) -> dict:
-    """The resources a stage of model `mc` runs with, `auto` decided, and the memory estimate."""
-    res = m.resolved_resources(mc)
-    t = m.resolved_train(mc)
-    mixed = m.fidelity.resolved()["precision"] == "mixed" and t["dtype"] != "float32"
+def resolve(spec) -> dict:
+    """The resources a stage runs with (its harness.spec.StageSpec), `auto` decided, and the memory
+    estimate. Decided here, at launch, not in the plan: `auto` needs the GPU the stage runs on."""
+    res = spec.resources.as_dict()
+    t = spec.train
+    mixed = spec.model.precision == "mixed" and t.dtype != "float32"
     world = world_size(res)
-    if res["launcher"] == "none":   # no config loading (and no hub access) for single-process stages
-        from .model_table import MODELS
-        params = MODELS[mc.id].params if mc.id in MODELS else None
-    else:
-        params = model_params(m, mc)
-    out = dict(res, world=world, params=params, mixed=mixed, reason="set in the manifest", optimizer=t["optimizer"])
+    # no config loading (and no hub access) for single-process stages
+    params = spec.model.params if res["launcher"] == "none" else model_params(spec)
+    out = dict(res, world=world, params=params, mixed=mixed, reason="set in the manifest", optimizer=t.optimizer)
     if res["launcher"] == "none":
         out.update(zero_stage=None, offload_optimizer="none", offload_params="none", reason="single process")
     elif res["zero_stage"] == "auto":
         mem = gpu_memory_gb(res)
-        stage, oo, op, why = auto_policy(params, mem, world, mixed, t["optimizer"])
+        stage, oo, op, why = auto_policy(params, mem, world, mixed, t.optimizer)
         out.update(zero_stage=stage, offload_optimizer=res["offload_optimizer"] or oo,
                    offload_params=res["offload_params"] or op, reason="auto: " + why, gpu_memory_gb=mem)
     else:
         out.update(offload_optimizer=res["offload_optimizer"] or "none", offload_params=res["offload_params"] or "none")
     stage = out["zero_stage"] or 0
     out["estimate"] = estimate_gb(params, stage, out["offload_optimizer"], out["offload_params"], world,
-                                  mixed, t["optimizer"]) if params else None
+                                  mixed, t.optimizer) if params else None
     return out
 
 
@@ -267,11 +252,12 @@ def describe(r: dict) -> str:
 
 
 # -- the DeepSpeed config --------------------------------------------------------------------
-def ds_config(m, mc, r: dict | None = None) -> dict:
-    """Concrete values throughout (HF Trainer checks them against its TrainingArguments)."""
-    r = r or resolve(m, mc)
-    t = m.resolved_train(mc)
-    accum = t["batch_size"] // (t["micro_batch"] * r["world"])
+def ds_config(spec, r: dict | None = None) -> dict:
+    """The DeepSpeed config of a stage (its harness.spec.StageSpec); concrete values throughout (HF
+    Trainer checks them against its TrainingArguments)."""
+    r = r or resolve(spec)
+    t = spec.train
+    accum = t.batch_size // (t.micro_batch * r["world"])
     zero: dict = {"stage": r["zero_stage"]}
     if r["zero_stage"] == 3:
         zero.update(stage3_gather_16bit_weights_on_model_save=True)
@@ -279,13 +265,13 @@ def ds_config(m, mc, r: dict | None = None) -> dict:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if r["offload_params"] == "cpu":
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    cfg = {"train_batch_size": t["batch_size"], "train_micro_batch_size_per_gpu": t["micro_batch"],
+    cfg = {"train_batch_size": t.batch_size, "train_micro_batch_size_per_gpu": t.micro_batch,
            "gradient_accumulation_steps": accum, "gradient_clipping": 0.0, "zero_optimization": zero,
-           "bf16": {"enabled": r["mixed"] and t["dtype"] == "bfloat16"},
-           "fp16": {"enabled": r["mixed"] and t["dtype"] == "float16"},
+           "bf16": {"enabled": r["mixed"] and t.dtype == "bfloat16"},
+           "fp16": {"enabled": r["mixed"] and t.dtype == "float16"},
            "steps_per_print": 10 ** 9, "wall_clock_breakdown": False}
     if r["offload_optimizer"] == "cpu":   # ZeRO-Offload needs DeepSpeed's CPU Adam (no decay: the reference's Adam)
-        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": t["lr"], "betas": [0.9, 0.999], "eps": 1e-8,
+        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "betas": [0.9, 0.999], "eps": 1e-8,
                                                         "weight_decay": 0.0}}
     extra = copy.deepcopy(r.get("deepspeed") or {})
     if "zero_optimization" in extra:

@@ -12,6 +12,7 @@ import torch
 from harness import zero
 from harness.manifest import load
 from harness.models import load_classifier, load_tokenizer
+from harness.plan import stage_specs
 from harness.rehearsal_trace import code_path
 from harness.train import Collator, Rows, W2STrainer, training_args
 
@@ -27,9 +28,9 @@ def gathered(model) -> dict:
 def main(manifest: str, out: str) -> None:
     m = load(manifest)
     mc = m.models[-1]
-    t, r = m.resolved_train(mc), zero.resolve(m, mc)
-    cfg = zero.validate(zero.ds_config(m, mc, r), r["world"])
-    zero.activate(cfg)
+    spec = stage_specs(m)[mc.label]      # the resolved stage description (harness.spec), as the plan's
+    t, r = spec.train.as_dict(), zero.resolve(spec)
+    cfg = zero.validate(zero.ds_config(spec, r), r["world"])
     deepspeed.init_distributed(dist_backend="gloo")   # as harness.worker: up before zero.Init parses the config
     args = training_args(Path(out) / "trainer", t, 0, STEPS, r["world"], "mixed", 1, deepspeed=cfg)
     _ = args.device     # the process group before zero.Init

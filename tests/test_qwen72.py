@@ -17,6 +17,7 @@ import torch
 
 from harness import zero
 from harness.manifest import ManifestError, lint, load
+from harness.plan import stage_specs
 from harness.models import MODELS
 
 from conftest import ROOT, w2s
@@ -86,10 +87,10 @@ output: {{dir: {tmp_path}/runs}}
 
 def test_resolve_and_plan_pick_no_offload_for_qwen72(tmp_path):
     m = load(_q72(tmp_path))
-    r = zero.resolve(m, m.models[1])
+    r = zero.resolve(stage_specs(m)[m.models[1].label])
     assert (r["zero_stage"], r["offload_optimizer"], r["offload_params"], r["optimizer"]) == (3, "none", "cpu", "adafactor")
     assert r["estimate"]["total_gb"] == pytest.approx(84.17, abs=0.01)
-    cfg = zero.validate(zero.ds_config(m, m.models[1], r), r["world"])
+    cfg = zero.validate(zero.ds_config(stage_specs(m)[m.models[1].label], r), r["world"])
     assert "optimizer" not in cfg and "offload_optimizer" not in cfg["zero_optimization"]
     assert cfg["zero_optimization"]["offload_param"]["device"] == "cpu"
     out = w2s("plan", _q72(tmp_path)).stdout

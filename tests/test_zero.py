@@ -10,6 +10,7 @@ import pytest
 
 from harness import zero
 from harness.manifest import ManifestError, load
+from harness.plan import stage_specs
 
 from conftest import w2s
 
@@ -18,18 +19,23 @@ def _load(tiny, *overrides):
     return load(tiny, list(overrides))
 
 
+def _spec(m, mc):
+    """The model's resolved stage description (harness.spec), as the plan attaches it to its stages."""
+    return stage_specs(m)[mc.label]
+
+
 # -- fast: config generation / validation ------------------------------------------------------
 def test_ds_config_generated_and_validated(tiny):
     m = _load(tiny, "resources.launcher=torchrun", "resources.gpus=2", "resources.zero_stage=3")
     mc = m.models[1]
-    r = zero.resolve(m, mc)
+    r = zero.resolve(_spec(m, mc))
     assert (r["world"], r["zero_stage"], r["offload_optimizer"]) == (2, 3, "none")
-    cfg = zero.validate(zero.ds_config(m, mc, r), r["world"])
+    cfg = zero.validate(zero.ds_config(_spec(m, mc), r), r["world"])
     assert cfg["train_batch_size"] == 16 and cfg["train_micro_batch_size_per_gpu"] == 8
     assert cfg["gradient_accumulation_steps"] == 1 and cfg["zero_optimization"]["stage"] == 3
     assert cfg["bf16"] == {"enabled": False} and cfg["gradient_clipping"] == 0.0
     one = _load(tiny, "resources.launcher=deepspeed", "resources.zero_stage=2")   # 1 GPU: accumulate 2
-    assert zero.ds_config(one, one.models[1])["gradient_accumulation_steps"] == 2
+    assert zero.ds_config(_spec(one, one.models[1]))["gradient_accumulation_steps"] == 2
     # resources are operational: the same stage keys as without them
     from harness.plan import build_plan
     assert [s.key for s in build_plan(m)] == [s.key for s in build_plan(_load(tiny))]
@@ -41,7 +47,7 @@ def test_unknown_deepspeed_key_rejected(tiny):
     with pytest.raises(ManifestError, match=r"'train_batch_size' is generated from train.batch_size"):
         _load(tiny, "resources.launcher=deepspeed", "resources.deepspeed={train_batch_size: 64}")
     m = _load(tiny, "resources.launcher=deepspeed", "resources.deepspeed={wall_clock_breakdown: true}")
-    cfg = zero.ds_config(m, m.models[0])
+    cfg = zero.ds_config(_spec(m, m.models[0]))
     assert cfg["wall_clock_breakdown"] is True
     with pytest.raises(zero.ConfigError, match=r"unknown top-level key\(s\) \['bogus'\]"):
         zero.validate({**cfg, "bogus": 1}, 1)
@@ -58,7 +64,7 @@ def test_batch_arithmetic_error_names_field_and_fix(tiny):
     with pytest.raises(ManifestError, match=r"models\.1\.resources\.gpus.*set micro_batch to one of \[1, 2, 4\]"):
         _load(tiny, "models.1.resources={launcher: torchrun, gpus: 4}")
     m = _load(tiny, "resources.launcher=torchrun", "resources.gpus=2")
-    cfg = zero.ds_config(m, m.models[0])
+    cfg = zero.ds_config(_spec(m, m.models[0]))
     with pytest.raises(zero.ConfigError, match=r"world size 4 = 32 != train_batch_size 16; set train.micro_batch"):
         zero.validate(cfg, 4)
     with pytest.raises(ManifestError, match="need a launcher"):

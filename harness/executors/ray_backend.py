@@ -85,10 +85,10 @@ def connect(address: str | None, echo=print) -> dict:
 
 
 def task_resources(m, stage, gpus_in_cluster: bool) -> dict:
-    r = m.resolved_resources(m.model(stage.model))
+    r = stage.spec.resources     # harness.spec: resolved when the plan was built
     if gpus_in_cluster:
-        return {"num_gpus": r["gpus"], "num_cpus": 1}
-    return {"num_gpus": 0, "num_cpus": r["gpus"] if r["launcher"] != "none" else 1}
+        return {"num_gpus": r.gpus, "num_cpus": 1}
+    return {"num_gpus": 0, "num_cpus": r.gpus if r.launcher != "none" else 1}
 
 
 def infeasible(m, stages, nodes: list[dict]) -> list[str]:

@@ -12,6 +12,7 @@ ends, and `features/`, the linear-probe feature cache shared by the tasks of tha
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -56,14 +57,15 @@ def train(m, stage, teacher_files: dict | None) -> dict:
     task_dir.mkdir(parents=True)
     try:
         os.symlink(root / "features", task_dir / "features")
-        local = m.model_copy(update={"output": m.output.model_copy(update={"dir": str(task_dir)})})
+        # the same stage (same key: output.dir is operational), trained in this task's scratch dir
+        local = dataclasses.replace(stage, spec=dataclasses.replace(stage.spec, output_dir=str(task_dir)))
         store = StageStore(task_dir)
         if teacher_files:
             d = store.dir(stage.teacher)
             d.mkdir(parents=True)
             for name, data in teacher_files.items():
                 (d / name).write_bytes(data)
-        metrics = _run(local, stage, store)
+        metrics = _run(m, local, store)
         files = {f.name: f.read_bytes() for f in store.files(stage.key)}
         return {"metrics": metrics, "files": files, "host": socket.gethostname(),
                 "seconds": round(time.time() - started, 1)}
@@ -75,7 +77,7 @@ def _run(m, stage, store) -> dict:
     from .. import launch, protocol
     from ..data.splits import splits_for
 
-    if launch.launched(m, stage):   # DeepSpeed / torchrun ranks on the GPUs Ray gave this task
+    if launch.launched(stage):   # DeepSpeed / torchrun ranks on the GPUs Ray gave this task
         return launch.run_stage(m, stage, store, None, echo=lambda *_: None)
     fn = protocol.ground_truth if stage.kind == "gt" else protocol.transfer
-    return fn(m, stage, splits_for(m, stage.seed), store, None)
+    return fn(stage, splits_for(m, stage.seed), store, None)
