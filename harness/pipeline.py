@@ -89,17 +89,15 @@ def run(m, file, console, *, verbose=None, log_file=None, **kw) -> None:
     from .console import capture
 
     with capture(console, Path(m.output.dir) / "logs", verbose=bool(verbose), log_file=log_file,
-                 where=lambda stage: where(m, stage)) as echo:
+                 where=where) as echo:
         run_quiet(m, file, console, echo=echo, **kw)
 
 
-def where(m, stage) -> str:
-    """Where a stage trains under the local executor: "in process", or its launcher and rank count."""
-    try:
-        r = m.resolved_resources(m.model(stage.model))
-    except Exception:  # noqa: BLE001 - a kind without resources per model (vision): trained here
-        return "in process"
-    return "in process" if r.get("launcher", "none") == "none" else f"{r['launcher']} x{r.get('gpus', 1) * r.get('nodes', 1)}"
+def where(stage) -> str:
+    """Where a stage trains under the local executor: "in process", or its launcher and rank count, as its
+    resolved description says (harness.spec); a kind without one (vision) trains here."""
+    r = getattr(getattr(stage, "spec", None), "resources", None)
+    return "in process" if r is None or r.launcher == "none" else f"{r.launcher} x{r.world}"
 
 
 def run_quiet(m, file, console, *, force=False, only=(), shard=None, tracking_uri=None, no_tracking=False,

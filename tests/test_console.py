@@ -137,5 +137,5 @@ def test_stage_lines_say_where_a_stage_trains():
     from harness.plan import build_plan
 
     m = load(ROOT / "experiments" / "paper" / "sciq.yaml", ["output.dir=/tmp/unused"])
-    got = {s.model: where(m, s) for s in build_plan(m.select_models(["gpt2", "gpt2-xl"]))}
+    got = {s.model: where(s) for s in build_plan(m.select_models(["gpt2", "gpt2-xl"]))}
     assert got == {"gpt2": "in process", "gpt2-xl": "deepspeed x8"}
