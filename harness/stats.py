@@ -154,10 +154,14 @@ def pair(b: Boot, weak: str, student: str, ceiling: str) -> dict:
     rw, rt, rc = (_mean_slots(b.reps[:, :, j]) for j in (jw, jt, jc))
     out["gap_ci_low"], out["gap_ci_high"] = ci(rc - rw)
     out["pgr_ci_low"], out["pgr_ci_high"] = ci(pgr_of(rw, rt, rc))
-    out["resolved"] = bool(out["gap_ci_low"] > 0)
+    # A ceiling that cannot be told from the majority class leaves nothing to recover: the "gap" is then
+    # a supervisor below chance, and a PGR of it would describe noise (boolq on small encoders).
+    ceiling_chance = accuracy(b, ceiling)["at_chance"]
+    out["resolved"] = bool(out["gap_ci_low"] > 0) and not ceiling_chance
     if not out["resolved"]:
         out["note"] = ("ceiling below supervisor" if out["gap_ci_high"] < 0 else
-                       f"unresolved (gap {c - w:.3f} ± {(out['gap_ci_high'] - out['gap_ci_low']) / 2:.3f})")
+                       f"unresolved (gap {c - w:.3f} ± {(out['gap_ci_high'] - out['gap_ci_low']) / 2:.3f})"
+                       if out["gap_ci_low"] <= 0 else f"ceiling at chance ({c:.3f}; majority class {b.majority:.3f})")
     out["pgr"] = out["pgr_raw"] if out["resolved"] else float("nan")
     return out
 

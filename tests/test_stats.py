@@ -110,3 +110,16 @@ def test_at_chance_flag_and_summary_counts_only_resolved_pairs():
     assert t["accuracy"]["at_chance"].all() and t["accuracy"]["majority"].iloc[0] == 0.5
     assert not t["pairs"].iloc[0]["resolved"] and t["pairs"].iloc[0]["w2s_at_chance"]
     assert t["summary"].iloc[0]["pairs_left_out"] == 1
+
+
+def test_a_ceiling_at_chance_gives_no_pgr_even_with_a_resolved_gap():
+    """A supervisor well below the majority rate and a ceiling at it: the gap is real, but there is nothing
+    to recover, so no PGR (the boolq rows of the offline tier)."""
+    rng = np.random.default_rng(5)
+    labels = np.array([0] * 400 + [1] * 600)             # majority class 0.6
+    st, it = sweep({"weak": [exact(1000, 0.50, rng)], "student": [exact(1000, 0.55, rng)],
+                    "ceiling": [exact(1000, 0.60, rng)]}, labels)
+    p = stats.analyze(st, it)["pairs"].iloc[0]
+    assert p["gap_ci_low"] > 0                             # the gap alone would count as resolved
+    assert not p["resolved"] and math.isnan(p["pgr"])
+    assert stats.pgr_cell(p.to_dict()).startswith("ceiling at chance (0.600; majority class 0.600)")
