@@ -11,17 +11,9 @@ from pathlib import Path
 
 from harness import memo
 
+from test_newcomer import _PROBE, HEAVY   # the same probe as the light-command checks
+
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "pandas", "transformers", "mlflow", "deepspeed")
-_PROBE = """
-import json, sys
-from harness.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
-print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
-"""
 
 
 def _plan(manifest: Path, memo_dir: Path) -> tuple[str, list[str]]:
