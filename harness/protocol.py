@@ -176,7 +176,7 @@ def fine_tune(stage: Stage, train_rows, test_rows, label_rows, store: StageStore
     d = store.dir(stage.key)
     trainer = W2STrainer(model=model, args=args, train_dataset=Rows(steps_items), data_collator=collate,
                          loss_name=stage.loss["name"], loss_params=stage.loss["params"],
-                         callbacks=[JsonlLog(d / "log.jsonl", sink), HeadInitCheck(t.head_init)])
+                         callbacks=[JsonlLog(d / "log.jsonl", sink, t.epochs), HeadInitCheck(t.head_init)])
     started = time.time()
     trainer.train()
     train_s = time.time() - started

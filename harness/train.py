@@ -56,13 +56,19 @@ def epoch_concat(items: list[dict], epochs: float, batch_size: int) -> list[dict
 
 
 class JsonlLog(TrainerCallback):
-    def __init__(self, path: Path, sink=None):
-        self.path, self.sink = path, sink
+    """Each Trainer log row into the stage's log.jsonl (and the tracker's sink). The epochs are concatenated
+    into one HF "epoch" (epoch_concat, reference semantics), so HF's `epoch` counts to 1: the row's `epoch`
+    is the manifest's (progress x epochs), HF's is kept as `hf_epoch`."""
+    def __init__(self, path: Path, sink=None, epochs: float | None = None):
+        self.path, self.sink, self.epochs = path, sink, epochs
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
             return
-        row = {"step": state.global_step, "progress": state.global_step / max(1, state.max_steps), **logs}
+        progress = state.global_step / max(1, state.max_steps)
+        row = {"step": state.global_step, "progress": progress, **logs}
+        if self.epochs is not None and "epoch" in row:
+            row["hf_epoch"], row["epoch"] = row["epoch"], round(progress * self.epochs, 4)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.sink is not None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from harness.store import StageStore
 
@@ -39,6 +40,9 @@ def test_sweep_outputs(tiny_run):
     for d in stage_dirs(tiny_run):
         assert (d / "done.json").exists() and (d / "predictions_test.parquet").exists()
         assert (d / "log.jsonl").read_text().count('"train_accuracy"') >= 2
+        rows = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+        last = [r for r in rows if "epoch" in r][-1]      # the manifest's 2 epochs, not HF's concatenated 1
+        assert last["epoch"] == pytest.approx(2 * last["progress"]) and last["hf_epoch"] <= 1 < last["epoch"]
     weak = [d for d in stage_dirs(tiny_run) if (d / "weak_labels.parquet").exists()]
     assert len(weak) == 1
     table = pd.read_parquet(weak[0] / "weak_labels.parquet")
