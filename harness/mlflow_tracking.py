@@ -206,8 +206,7 @@ class MlflowTracker(NullTracker):
              "mlflow.parentRunId": self.parent_id}
         if stage.kind in ("transfer", "chain"):     # a chain step's weak: the chain so far (harness.chains)
             t.update({"w2s.weak": stage.weak, "w2s.strong": stage.model, "w2s.teacher_key": stage.teacher})
-        # operational settings: tags, never params (they may change without changing results); declared once,
-        # in harness.spec (a kind whose stages carry no spec, vision, answers through Kind.operational)
+        # operational settings: tags, never params; declared once in harness.spec (vision: Kind.operational)
         spec = getattr(stage, "spec", None)
         op = spec.operational() if spec is not None else {**self.kind.operational(self.m, stage),
                                                           "log_every": self.m.output.log_every}

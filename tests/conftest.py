@@ -8,6 +8,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 W2S = [sys.executable, "-m", "harness.cli"]
+
+
+def _shared_root() -> Path:
+    """../shared beside the checkout, or where the Makefile found it (it exports W2S_DATA_DIR=<shared>/data,
+    also for a clone made elsewhere, e.g. `git clone . /tmp/ci-clone`)."""
+    data = os.environ.get("W2S_DATA_DIR")
+    if data and Path(data).is_dir():
+        return Path(data).resolve().parent
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared_root()
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, w2s
+from conftest import ROOT, SHARED, w2s
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = SHARED / "data"
 MANIFESTS = sorted(p for p in (ROOT / "experiments").rglob("*.yaml")
                    if not p.name.startswith("_") and "expected" not in p.parts)
 

@@ -29,11 +29,7 @@ def run_kind(kind: str, tmp_path_factory, out: Path, name: str, uri: str | None,
         args = run_args(tiny, out)
     else:
         from test_vision import make_cifar_tar, manifest
-        from vision import features
-
-        # vision.features memoizes outputs per process but reads meta.json from the *current* output dir:
-        # a second output dir in one process fails (FileNotFoundError). Reported to the lead; not ours.
-        monkeypatch.setattr(features, "_MEMO", {})
+        # a second output dir in this process: the feature store's memo is keyed by its folder (issue #12)
         data = tmp_path_factory.getbasetemp() / "vision_data"
         if not data.exists():
             make_cifar_tar(data)

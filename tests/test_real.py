@@ -4,10 +4,9 @@ import math
 
 import pytest
 
-from conftest import ROOT, w2s
+from conftest import ROOT, SHARED, w2s
 
 pytestmark = pytest.mark.real
-SHARED = ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="module")

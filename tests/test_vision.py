@@ -23,6 +23,8 @@ from harness.manifest import ManifestError, load
 from vision import data, models
 from vision.protocol import train_probe
 
+from conftest import SHARED
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -180,12 +182,12 @@ def test_weights_checksum_is_enforced(tmp_path):
 def test_offline_cifar10_reduced(tmp_path):
     """experiments/offline/cifar10.yaml on 600 images, 1 seed, 64 px: real data, real Lite0 weights."""
     if not (models.weights_dir() / models.REGISTRY["efficientnet-lite0"].weights).exists():
-        script = ROOT.parent / "shared" / "assets" / "seed-hf-cache.sh"
+        script = SHARED / "assets" / "seed-hf-cache.sh"
         if not script.exists():
             pytest.skip("no vision weights and no seed script")
         subprocess.run([str(script), "--with-vision", "--no-check"], check=True, env={**os.environ, "PYTHON": sys.executable})
     raw = yaml.safe_load((ROOT / "experiments" / "offline" / "cifar10.yaml").read_text())
-    raw["vision"].update(data_dir=str(ROOT.parent / "shared" / "data"),
+    raw["vision"].update(data_dir=str(SHARED / "data"),
                          split={"n_images": 600, "n_weak_train": 200, "n_train": 250, "n_test": 150},
                          strong=[{"id": "efficientnet-lite0", "image_size": 64}])
     raw.update(seeds=[0], output={"dir": str(tmp_path / "runs")}, tracking={"mlflow": False})
