@@ -189,7 +189,8 @@ def test_offline_cifar10_reduced(tmp_path):
     raw = yaml.safe_load((ROOT / "experiments" / "offline" / "cifar10.yaml").read_text())
     raw["vision"].update(data_dir=str(SHARED / "data"),
                          split={"n_images": 600, "n_weak_train": 200, "n_train": 250, "n_test": 150},
-                         strong=[{"id": "efficientnet-lite0", "image_size": 64}])
+                         strong=[{"id": "efficientnet-lite0", "image_size": 64}],
+                         weak={"id": "small_cnn", "width": 8, "epochs": 12, "lr": 0.002})   # sized for 200 images
     raw.update(seeds=[0], output={"dir": str(tmp_path / "runs")}, tracking={"mlflow": False})
     path = tmp_path / "cifar10.yaml"
     path.write_text(yaml.safe_dump(raw))
