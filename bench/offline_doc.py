@@ -37,7 +37,7 @@ Hugging Face cache) on real data from ../shared/data, and CIFAR-10 (a small CNN 
 frozen EfficientNet-Lite0 features), on a CPU. Produced by:
 
 ```bash
-make results-offline-doc    # = rm -rf runs/offline; make reproduce-offline; this page from `w2s report runs/offline`
+make results-offline-doc    # = runs/offline moved aside; make reproduce-offline; this page from `w2s report runs/offline`
 ```
 
 Wall time of `make reproduce-offline`, cold (no stage, feature or model cached; the HF cache seeded):
