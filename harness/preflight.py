@@ -140,7 +140,7 @@ def use_cache_if_hub_unreachable(m: Manifest, echo=print) -> bool:
     for this run and its workers (the environment is inherited) and say so. True when it switched."""
     if offline():
         return False
-    hub = [m.hub_id(mc) for mc in m.models if not is_local(m.hub_id(mc)[0])]
+    hub = [h for h in (m.hub_id(mc) for mc in m.models) if not is_local(h[0])]
     if not hub or not all(_cached(*h) for h in hub):
         return False         # a model must be downloaded: `problems` says whether the hub can serve it
     if _unreachable(*hub[0]) is None:

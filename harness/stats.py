@@ -18,6 +18,7 @@ An accuracy is *at chance* when its CI contains the majority-class rate of the t
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,8 +119,9 @@ def ci(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
 
 def _mean_slots(x: np.ndarray) -> np.ndarray:
     """Seed mean within each replicate (slots that lack the stage are ignored)."""
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(x, axis=1) if x.ndim == 3 else np.nanmean(x, axis=1)
+    with warnings.catch_warnings():   # a replicate where no slot has the stage is NaN, by design, not news
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        return np.nanmean(x, axis=1)
 
 
 def accuracy(b: Boot, r: str) -> dict:
