@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,6 +63,26 @@ def deepspeed_gpus(res: dict) -> list[str]:
     return ["--include", "localhost:" + ",".join(visible[:res["gpus"]])]
 
 
+SHM = Path("/dev/shm")
+
+
+def release_shm(port: int) -> list[str]:
+    """Unlink DeepSpeed's CPU shared-memory workspaces of the ranks launched on `port`; returns their names.
+
+    On CPU every rank maps a 66 MB segment `deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<port>_<rank>`
+    (deepspeed/ops/csrc/cpu/comm/shm.cpp) that nothing unlinks: each CPU DeepSpeed stage would leave
+    66 MB x ranks of RAM in /dev/shm until reboot, and a later launch that draws the same port maps the
+    stale segments with a finished run's collective state. Called before and after each launch; on a
+    multi-node hostfile run only this node's segments are reachable."""
+    pat = re.compile(rf"deepspeed_allreduce_buffer_{os.getuid()}_.+_{port}_\d+")
+    gone = []
+    for f in SHM.glob(f"deepspeed_allreduce_buffer_*_{port}_*") if SHM.is_dir() else []:
+        if pat.fullmatch(f.name):
+            f.unlink(missing_ok=True)
+            gone.append(f.name)
+    return gone
+
+
 def worker_env() -> dict:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -94,10 +115,15 @@ def run_stage(m, stage, store, sink=None, echo=print) -> dict:
     write_json(wd / "ds_config.json", cfg)
     args = ["--manifest", str(wd / "manifest.json"), "--stage", stage.key, "--ds-config", str(wd / "ds_config.json"),
             "--workdir", str(wd)]
-    cmd = command(r, free_port(), args)
+    port = free_port()
+    cmd = command(r, port, args)
     echo(f"    {zero.describe(r)}")
-    with open(wd / "worker.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+    release_shm(port)
+    try:
+        with open(wd / "worker.log", "w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+    finally:
+        release_shm(port)
     if proc.returncode != 0 or not (wd / "metrics.json").exists():
         tail = "".join((wd / "worker.log").read_text(errors="replace").splitlines(True)[-40:])
         raise RuntimeError(f"{stage.slug}: the {r['launcher']} workers failed (exit {proc.returncode}); "

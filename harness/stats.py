@@ -98,7 +98,7 @@ def from_items(stages: pd.DataFrame, items: pd.DataFrame | None, n_boot: int = N
             for r in ss.itertuples():
                 X[0, roles.index(r.role)] = r.test_acc
         mats.append(X)
-    point = np.vstack([np.nanmean(X, axis=0) if len(X) else np.full(len(roles), np.nan) for X in mats])
+    point = np.vstack([_quiet_nanmean(X, axis=0) if len(X) else np.full(len(roles), np.nan) for X in mats])
     why = ""
     if not have and len(seeds) < 2:
         why = "one seed and no per-item test predictions"
@@ -117,11 +117,16 @@ def ci(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _quiet_nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    """nanmean where an all-NaN slice (a seed or replicate that lacks the stage, by design) is NaN, not news."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
 def _mean_slots(x: np.ndarray) -> np.ndarray:
     """Seed mean within each replicate (slots that lack the stage are ignored)."""
-    with warnings.catch_warnings():   # a replicate where no slot has the stage is NaN, by design, not news
-        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
-        return np.nanmean(x, axis=1)
+    return _quiet_nanmean(x, axis=1)
 
 
 def accuracy(b: Boot, r: str) -> dict:

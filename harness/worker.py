@@ -9,8 +9,10 @@ here imports mlflow or datasets-backed tracking: the parent `w2s run` does the t
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", help="metrics.json and rank scratch (default: beside the stage cache)")
     ap.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)   # some launchers add it
     a = ap.parse_args(argv)
+    # `kill -USR1 <rank pid>` prints every thread's Python stack into worker.log and carries on: where a
+    # rank that seems hung is waiting (a collective, a JIT-build lock, a store) without stopping the run
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     import torch
     import torch._dynamo  # noqa: F401  (imported before zero.Init patches tensor creation, ENVIRONMENT.md §8)

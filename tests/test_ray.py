@@ -26,11 +26,14 @@ RAY = str(Path(sys.executable).parent / "ray")       # the venv's CLI, whatever 
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}   # ENVIRONMENT.md §10: every Ray socket on 127.0.0.1
 # The head and its drivers share a token of this session: never ~/.ray/auth_token (docs/footguns.md, Ray)
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+# The head's workers at the driver's priority: at Ray's default nice 15 any busy process on a loaded CI
+# machine starves them (a one-minute DeepSpeed stage timed out after 15 minutes); docs/footguns.md, Ray
+NICE = {"RAY_worker_niceness": "0"}
 
 
 def _env(scratch=None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS", "RAY_AUTH"))}
-    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", **LOOPBACK, **AUTH)
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", **LOOPBACK, **AUTH, **NICE)
     if scratch:
         env["W2S_RAY_SCRATCH"] = str(scratch)
     return env
@@ -197,7 +200,7 @@ def test_without_address_a_private_local_instance_runs_the_stage_and_stops(tiny_
     path = manifest(tiny_assets, tmp_path)
     m, plan = plan_of(path)
     weak = next(s for s in plan if s.kind == "gt" and "weak" in s.roles)
-    env = {k: v for k, v in _env(tmp_path / "scratch").items() if k not in {**LOOPBACK, **AUTH}}   # w2s sets them
+    env = {k: v for k, v in _env(tmp_path / "scratch").items() if k not in {**LOOPBACK, **AUTH, **NICE}}  # w2s sets them
     before, token_before = _raylets(), (Path.home() / ".ray" / "auth_token").exists()
     out = subprocess.run([*W2S, "run", str(path), *FAST, "--no-tracking", "--executor", "ray", "--only", weak.key[:12]],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -207,6 +210,7 @@ def test_without_address_a_private_local_instance_runs_the_stage_and_stops(tiny_
     from harness.store import StageStore
 
     assert StageStore(m.output.dir).is_done(weak.key)
+    assert [a["nice"] for a in attempt_log(tmp_path / "scratch")] == [0], "stages at the driver's priority"
     deadline = time.time() + 30
     while _raylets() - before and time.time() < deadline:
         time.sleep(1)
@@ -214,15 +218,56 @@ def test_without_address_a_private_local_instance_runs_the_stage_and_stops(tiny_
     assert not (Path.home() / ".ray" / "auth_token").exists() or token_before, "no token file left behind"
 
 
+def hang_report(head: dict) -> str:
+    """What a stuck launched stage was doing: the head's resources and pending tasks (`ray status`), each
+    rank's Python stacks (harness.worker dumps them into its worker.log on SIGUSR1), the tail of every
+    worker.log under the head's scratch, and the live processes."""
+    try:
+        status = subprocess.run([RAY, "status", "--address", head["address"]], env=_env(), capture_output=True,
+                                text=True, timeout=60)
+        status = status.stdout + status.stderr
+    except subprocess.TimeoutExpired:
+        status = "`ray status` gave no answer in 60 s"
+    scratch = head["scratch"]
+    ranks = [p for p in psutil.process_iter(["cmdline"]) if "harness.worker" in " ".join(p.info["cmdline"] or [])]
+    for p in ranks:
+        try:
+            p.send_signal(signal.SIGUSR1)
+        except psutil.NoSuchProcess:
+            pass
+    time.sleep(3)
+    out = ["--- ray status", status, f"{len(ranks)} rank process(es) alive"]
+    for log in sorted(scratch.glob("tasks/*/stages/_launch/*/worker.log")):
+        out.append(f"--- {log} (last 80 lines)\n" + "".join(log.read_text(errors="replace").splitlines(True)[-80:]))
+    procs = list(psutil.process_iter(["cmdline", "status", "nice"]))
+    for p in procs:
+        p.cpu_percent()
+    time.sleep(1)
+    busy = []
+    for p in procs:
+        try:
+            busy.append((p.cpu_percent(), p))
+        except psutil.NoSuchProcess:
+            pass
+    busy.sort(key=lambda x: -x[0])      # what else took the CPUs (the head's workers run niced otherwise)
+    lines = [f"{cpu:5.1f}% nice {p.info['nice']} {p.pid} {p.info['status']} {' '.join(p.info['cmdline'] or [])[:150]}"
+             for cpu, p in busy if cpu > 5 or any(k in " ".join(p.info["cmdline"] or []) for k in ("harness", "ray::"))]
+    return "\n".join(out + ["--- processes (busy, or ours)"] + lines)
+
+
 def test_a_deepspeed_stage_launches_its_ranks_inside_the_task(head, tiny_assets, tmp_path, local_ref):
-    """ZeRO-2 on 2 gloo ranks inside one Ray task that holds both of the head's CPUs."""
+    """ZeRO-2 on 2 gloo ranks inside one Ray task that holds both of the head's CPUs (about a minute; a
+    stuck run fails after 10 minutes with the ranks' stacks)."""
     path = manifest(tiny_assets, tmp_path)
     m, plan = plan_of(path)
     weak = next(s for s in plan if s.kind == "gt" and "weak" in s.roles)
     ds = ["-o", "resources.launcher=deepspeed", "-o", "resources.gpus=2", "-o", "resources.zero_stage=2"]
-    out = subprocess.run([*W2S, "run", str(path), *FAST, *ds, "--no-tracking", "--executor", "ray", "--address",
-                          head["address"], "--only", weak.key[:12]], cwd=ROOT, env={**_env(), "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=900)
+    try:
+        out = subprocess.run([*W2S, "run", str(path), *FAST, *ds, "--no-tracking", "--executor", "ray", "--address",
+                              head["address"], "--only", weak.key[:12]], cwd=ROOT,
+                             env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"no result in 600 s; driver said: {e.stdout!r} {e.stderr!r}\n{hang_report(head)}")
     assert out.returncode == 0, out.stdout + out.stderr
     metrics = json.loads((Path(m.output.dir) / "stages" / weak.key[:16] / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["resources"]["launcher"] == "deepspeed"

@@ -113,6 +113,24 @@ def test_head_init_check_fails_loudly():
     check_head_init(lin, "normal")
 
 
+def test_release_shm_unlinks_only_this_launchs_deepspeed_segments(tmp_path, monkeypatch):
+    from harness import launch
+
+    monkeypatch.setattr(launch, "SHM", tmp_path)
+    uid = os.getuid()
+    mine = [f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_57379_{r}" for r in (0, 1)]
+    others = [f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_5737_0", f"deepspeed_allreduce_buffer_{uid + 1}_127.0.0.1_57379_0",
+              f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_157379_0", "unrelated_57379_0"]
+    for name in mine + others:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(launch.release_shm(57379)) == mine
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(others)
+
+
+def _ds_shm() -> set[str]:
+    return {f.name for f in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
 def test_gradient_checkpointing_really_acts(tiny_assets, tmp_path, monkeypatch):
     """Training runs in train() mode with dropout off via the config, so HF checkpointing acts."""
     import transformers.modeling_utils as mu
@@ -170,8 +188,10 @@ def test_zero_two_ranks_match_single_process(single, tiny, launcher, stage):
     its threshold is taken over the whole optimizer batch across ranks (per-rank quantiles differ).
     Every stage's head init is checked after engine setup (HeadInitCheck) or the worker fails."""
     runs = tiny.parent / "runs"
+    shm_before = _ds_shm()
     w2s("run", tiny, "--no-tracking", "-o", f"resources.launcher={launcher}", "-o", "resources.gpus=2",
         "-o", f"resources.zero_stage={stage}", env=DS_ENV)
+    assert _ds_shm() <= shm_before, "DeepSpeed's 66 MB CPU shm workspaces are released after each launch"
     want, got = _stage_tables(single), _stage_tables(runs)
     assert sorted(got) == sorted(want) and len(got) == 4, "one output per stage, same keys"
     for key, tables in want.items():

@@ -51,7 +51,7 @@ def train(m, stage, teacher_files: dict | None) -> dict:
     root = scratch_root()
     (root / "features").mkdir(parents=True, exist_ok=True)
     with open(root / "attempts.jsonl", "a") as f:      # one short O_APPEND write: lines never interleave
-        f.write(json.dumps({"key": stage.key, "slug": stage.slug, "pid": os.getpid(),
+        f.write(json.dumps({"key": stage.key, "slug": stage.slug, "pid": os.getpid(), "nice": os.nice(0),
                             "host": socket.gethostname(), "t": started}) + "\n")
     task_dir = root / "tasks" / f"{stage.key[:16]}-{uuid.uuid4().hex[:8]}"
     task_dir.mkdir(parents=True)
