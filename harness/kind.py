@@ -50,11 +50,6 @@ class Kind:
         """The losses its students train with (results.json, `w2s report`)."""
         return [lc.name for lc in m.losses]
 
-    def operational(self, m, stage) -> dict:
-        """A stage's operational settings: tracker tags, never params (they change no result)."""
-        tr = m.resolved_train(m.model(stage.model))
-        return {"micro_batch": tr.get("micro_batch"), "eval_batch": tr.get("eval_batch")}
-
     def show_plan(self, m, stages, console, check: bool) -> bool:
         """Print the kind's own `w2s plan` table and return True; False: the CLI's (language) table."""
         return False

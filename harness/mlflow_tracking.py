@@ -206,11 +206,9 @@ class MlflowTracker(NullTracker):
              "mlflow.parentRunId": self.parent_id}
         if stage.kind in ("transfer", "chain"):     # a chain step's weak: the chain so far (harness.chains)
             t.update({"w2s.weak": stage.weak, "w2s.strong": stage.model, "w2s.teacher_key": stage.teacher})
-        # operational settings: tags, never params; declared once in harness.spec (vision: Kind.operational)
-        spec = getattr(stage, "spec", None)
-        op = spec.operational() if spec is not None else {**self.kind.operational(self.m, stage),
-                                                          "log_every": self.m.output.log_every}
-        t.update({f"w2s.op.{k}": str(v) for k, v in op.items()})
+        # operational settings: tags, never params; declared once, in the stage's description (harness.spec,
+        # vision.spec)
+        t.update({f"w2s.op.{k}": str(v) for k, v in stage.spec.operational().items()})
         return t
 
     def _open(self, stage):

@@ -99,8 +99,12 @@ def test_whole_path_cached_rerun_and_mlflow(tmp_path):
     assert all(r.data.tags.get("w2s.complete") == "true" for r in children)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} <= {p.info.run_id for p in parents}
     assert "test_acc" in children[0].data.metrics
-    # what differs by kind the tracker and results ask the Kind (vision.kind), not a look-alike manifest
-    assert children[0].data.tags["w2s.dataset"] == "cifar10" and children[0].data.tags["w2s.op.micro_batch"] == "10"
+    # what differs by kind the tracker and results ask the Kind (vision.kind), not a look-alike manifest;
+    # operational tags come from each stage's description (vision.spec): a supervisor trains no probe
+    probed = next(r for r in children if r.data.tags["w2s.stage_kind"] == "transfer")
+    sup = next(r for r in children if r.data.tags["w2s.roles"] == "weak")
+    assert probed.data.tags["w2s.dataset"] == "cifar10" and probed.data.tags["w2s.op.micro_batch"] == "10"
+    assert sup.data.tags["w2s.op.eval_batch"] == "64" and "w2s.op.micro_batch" not in sup.data.tags
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["dataset"] == "cifar10" and meta["losses"] == ["xent"] and meta["data"]["dataset"] == "cifar10"
 

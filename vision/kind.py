@@ -24,9 +24,6 @@ class Vision(Kind):
 
         return [XENT["name"]]     # the probe's registry loss (soft-target CE), the reference's only one
 
-    def operational(self, m, stage):
-        return {"micro_batch": m.vision.probe.batch_size, "eval_batch": m.vision.feature_batch}
-
     def build_plan(self, m):
         from .plan import build_plan
         from .protocol import stage_code

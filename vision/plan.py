@@ -12,8 +12,11 @@ from harness import __version__
 from harness.plan import Stage
 from harness.store import content_key
 
+from harness.spec import thaw
+
 from . import data
 from .manifest import VisionManifest
+from .spec import ImagesSpec, images_spec, stage_spec
 
 XENT = {"name": "xent", "params": {}}     # soft-target cross-entropy, the reference's probe loss
 
@@ -30,49 +33,51 @@ def data_identity(m: VisionManifest) -> dict:
         root = data.data_root(v.dataset, v.data_dir)
         ident["content"] = {f.name: f.stat().st_size for f in sorted(root.glob("ILSVRC2012_*"))}
     else:
-        ident["content"] = image_set(m).fingerprint
+        ident["content"] = image_set(images_spec(m, {})).fingerprint
     return ident
 
 
 _SETS: dict[tuple, data.ImageSet] = {}
 
 
-def image_set(m: VisionManifest) -> data.ImageSet:
-    """The manifest's images (after the fixed n_images draw), opened once per process."""
+def image_set(images: ImagesSpec) -> data.ImageSet:
+    """The stage's images (after the fixed n_images draw), opened once per process."""
     import numpy as np
 
-    v = m.vision
-    key = (v.dataset, str(v.data_dir), v.n_classes, v.split.n_images, v.split.subset_seed)
+    key = (images.dataset, str(images.data_dir), images.n_classes, images.n_images, images.subset_seed)
     if key not in _SETS:
-        n_syn = v.split.n_images or 600
-        ds = data.open_set(v.dataset, v.data_dir, v.n_classes, n_syn)
-        if v.split.n_images and v.split.n_images < len(ds.ids):
-            idx = np.sort(np.random.default_rng(v.split.subset_seed).choice(len(ds.ids), v.split.n_images, replace=False))
+        n_syn = images.n_images or 600
+        ds = data.open_set(images.dataset, images.data_dir, images.n_classes, n_syn)
+        if images.n_images and images.n_images < len(ds.ids):
+            idx = np.sort(np.random.default_rng(images.subset_seed).choice(len(ds.ids), images.n_images, replace=False))
             ds = ds.subset(idx)
         _SETS[key] = ds
     return _SETS[key]
 
 
 def build_plan(m: VisionManifest, code: dict) -> list[Stage]:
-    """The vision stages. `code` is vision.protocol.stage_code() (the code that computes each role, part of
-    each identity): passed in, because the protocol imports this module."""
+    """The vision stages, each with its resolved description (vision.spec) and the identity built from it.
+    `code` is vision.protocol.stage_code() (the code that computes each role, part of each identity):
+    passed in, because the protocol imports this module."""
     v = m.vision
-    base = {"vision": True, "data": data_identity(m), "split": v.split.model_dump(), "harness": __version__}
-    probe = {**v.probe.model_dump(), "schedule": m.fidelity.schedule, "head": "linear+bias", "seeded": "torch+order"}
+    images = images_spec(m, data_identity(m))
+    base = {"vision": True, "data": thaw(images.record), "split": images.split(), "harness": __version__}
     weak_stages, ceilings, transfers = [], [], []
+    sup = stage_spec(m, v.weak, images, strong=False)
     for seed in m.seeds:
-        ident = {**base, "kind": "gt", "half": "train1", "model": v.weak.resolved(), "seed": seed,
-                 "code": code["weak"]}
-        w = Stage(content_key(ident), "gt", v.weak.label, seed, "train1", XENT, ident, roles=["weak"])
+        ident = {**base, "kind": "gt", "half": "train1", "model": sup.plain_model(), "seed": seed, "code": code["weak"]}
+        w = Stage(content_key(ident), "gt", sup.label, seed, "train1", XENT, ident, roles=["weak"], spec=sup)
         weak_stages.append(w)
         for s in v.strong:
-            ident = {**base, "kind": "gt", "half": "train2", "model": s.resolved(), "probe": probe, "seed": seed,
-                     "code": code["ceiling"]}
-            ceilings.append(Stage(content_key(ident), "gt", s.label, seed, "train2", XENT, ident, roles=["ceiling"]))
-            ident = {**base, "kind": "transfer", "model": s.resolved(), "probe": probe, "seed": seed, "teacher": w.key,
-                     "loss": XENT, "code": code["transfer"]}
-            transfers.append(Stage(content_key(ident), "transfer", s.label, seed, "train2", XENT, ident,
-                                   weak=v.weak.label, teacher=w.key))
+            spec = stage_spec(m, s, images, strong=True)
+            ident = {**base, "kind": "gt", "half": "train2", "model": spec.plain_model(), "probe": spec.probe.identity(),
+                     "seed": seed, "code": code["ceiling"]}
+            ceilings.append(Stage(content_key(ident), "gt", spec.label, seed, "train2", XENT, ident, roles=["ceiling"],
+                                  spec=spec))
+            ident = {**base, "kind": "transfer", "model": spec.plain_model(), "probe": spec.probe.identity(),
+                     "seed": seed, "teacher": w.key, "loss": XENT, "code": code["transfer"]}
+            transfers.append(Stage(content_key(ident), "transfer", spec.label, seed, "train2", XENT, ident,
+                                   weak=v.weak.label, teacher=w.key, spec=spec))
     return weak_stages + ceilings + transfers
 
 

@@ -34,36 +34,38 @@ from harness.store import StageStore
 from . import data, features, models
 from .manifest import VisionManifest
 from .plan import XENT, build_plan, image_set
+from .spec import ImagesSpec
 
 
 def run(m: VisionManifest, tracker, *, force: bool = False, only: tuple[str, ...] = (), echo=print) -> list[Stage]:
-    """The shared stage loop (harness.runner) over the vision stages."""
-    if m.vision.threads:
-        torch.set_num_threads(m.vision.threads)
+    """The shared stage loop (harness.runner) over the vision stages. The manifest is resolved here, once,
+    into each stage's description (vision.spec); the stage functions read only that."""
     plan = build_plan(m, stage_code())
-    store = StageStore(m.output.dir)
+    if plan[0].spec.threads:
+        torch.set_num_threads(plan[0].spec.threads)
+    store = StageStore(plan[0].spec.output_dir)
 
     def execute(stage: Stage, sink) -> dict:
         fn = transfer if stage.kind == "transfer" else supervise if "weak" in stage.roles else ceiling
-        return fn(m, stage, store, sink, echo)
+        return fn(stage, store, sink, echo)
 
     run_stages(plan, store, tracker, execute, force=force, only=only, echo=echo)
     return plan
 
 
-def parts(m: VisionManifest, seed: int) -> dict[str, np.ndarray]:
-    sp = m.vision.split
-    return data.cut(len(image_set(m).ids), seed, sp.n_weak_train, sp.n_train, sp.n_test)
+def parts(images: ImagesSpec, seed: int) -> dict[str, np.ndarray]:
+    return data.cut(len(image_set(images).ids), seed, images.n_weak_train, images.n_train, images.n_test)
 
 
-def supervise(m: VisionManifest, stage: Stage, store: StageStore, sink, echo) -> dict:
+def supervise(stage: Stage, store: StageStore, sink, echo) -> dict:
     """The supervisor's soft labels on probe-train (the weak labels) and test."""
-    ds, p, r = image_set(m), parts(m, stage.seed), m.vision.weak.resolved()
+    spec = stage.spec
+    ds, p, r = image_set(spec.images), parts(spec.images, stage.seed), spec.plain_model()
     store.begin(stage.key, stage.identity)
     out = {"n_train": len(p["weak_train"]), "versions": versions()}
     started = time.time()
     if r["kind"] == "pretrained":          # ImageNet classifier on ImageNet: predict every image once (cached)
-        logits, meta = features.outputs(m.output.dir, r, ds, "logits", m.vision.feature_batch, echo)
+        logits, meta = features.outputs(spec.output_dir, r, ds, "logits", spec.feature_batch, echo)
         probs = softmax(logits)
         labelled = np.arange(len(ds.ids))
         out["weights_sha256"] = meta["weights_sha256"]
@@ -88,26 +90,26 @@ def supervise(m: VisionManifest, stage: Stage, store: StageStore, sink, echo) ->
     return out
 
 
-def ceiling(m: VisionManifest, stage: Stage, store: StageStore, sink, echo) -> dict:
-    ds, p = image_set(m), parts(m, stage.seed)
-    feats, meta = strong_features(m, stage, echo)
+def ceiling(stage: Stage, store: StageStore, sink, echo) -> dict:
+    ds, p = image_set(stage.spec.images), parts(stage.spec.images, stage.seed)
+    feats, meta = strong_features(stage, echo)
     store.begin(stage.key, stage.identity)
     targets = np.eye(ds.n_classes, dtype=np.float32)[ds.labels[p["train"]]]
-    return fit(m, stage, store, sink, feats, targets, p, meta)
+    return fit(stage, store, sink, feats, targets, p, meta)
 
 
-def transfer(m: VisionManifest, stage: Stage, store: StageStore, sink, echo) -> dict:
+def transfer(stage: Stage, store: StageStore, sink, echo) -> dict:
     """The probe on weak soft labels. Ground truth is never read from the weak-label table (Q25)."""
-    ds, p = image_set(m), parts(m, stage.seed)
+    ds, p = image_set(stage.spec.images), parts(stage.spec.images, stage.seed)
     weak = store.read_table(stage.teacher, "weak_labels", columns=["id", "text_hash", "soft_label"])
     ids, hashes = [ds.ids[i] for i in p["train"]], [ds.hashes[i] for i in p["train"]]
     if list(weak["id"]) != ids or list(weak["text_hash"]) != hashes:
         raise RuntimeError(f"{stage.slug}: the weak labels do not match this seed's probe-train images; the "
                            f"teacher stage was computed from other data (stale cache?)")
-    feats, meta = strong_features(m, stage, echo)
+    feats, meta = strong_features(stage, echo)
     store.begin(stage.key, stage.identity)
     targets = np.stack(weak["soft_label"].to_numpy()).astype(np.float32)
-    out = fit(m, stage, store, sink, feats, targets, p, meta)
+    out = fit(stage, store, sink, feats, targets, p, meta)
     teacher = store.read_table(stage.teacher, "predictions_test", columns=["id", "hard_label"])
     student = store.read_table(stage.key, "predictions_test", columns=["id", "hard_label"])
     both = student.merge(teacher, on="id", suffixes=("", "_teacher"))
@@ -117,16 +119,17 @@ def transfer(m: VisionManifest, stage: Stage, store: StageStore, sink, echo) -> 
     return out
 
 
-def strong_features(m: VisionManifest, stage: Stage, echo):
-    r = m.model(stage.model).resolved()
-    return features.outputs(m.output.dir, r, image_set(m), "features", m.vision.feature_batch, echo)
+def strong_features(stage: Stage, echo):
+    spec = stage.spec
+    return features.outputs(spec.output_dir, spec.plain_model(), image_set(spec.images), "features",
+                            spec.feature_batch, echo)
 
 
-def fit(m, stage, store, sink, feats, targets, p, meta) -> dict:
-    ds, cfg = image_set(m), m.vision.probe
+def fit(stage, store, sink, feats, targets, p, meta) -> dict:
+    ds, cfg = image_set(stage.spec.images), stage.spec.probe
     started = time.time()
     probs, log = train_probe(feats[p["train"]], targets, feats[p["test"]], ds.labels[p["test"]], cfg,
-                             m.fidelity.schedule, stage.seed, sink, stage.loss)
+                             cfg.schedule, stage.seed, sink, stage.loss)
     store.write_table(stage.key, "predictions_test", table(ds, p["test"], probs))
     return {"test_acc": accuracy(probs, ds.labels[p["test"]]), "n_train": len(p["train"]), "n_test": len(p["test"]),
             "steps": log["steps"], "train_seconds": round(time.time() - started, 2), "feature_dim": int(feats.shape[1]),
