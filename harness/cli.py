@@ -79,7 +79,7 @@ def plan(file, overrides, models, check):
     for s in stages:
         done = store.is_done(s.key) and s.key not in bad
         cached += done
-        est = estimate(m, s)
+        est = estimate(s)
         total += (est["pflop"] or 0) if not done else 0
         table.add_row(s.key[:12], s.slug, ",".join(s.roles), (s.teacher or "")[:12],
                       "cached" if done else "corrupt: rerun" if s.key in bad else "to run",
@@ -102,7 +102,8 @@ def plan(file, overrides, models, check):
     from .lora import describe as trainable   # built on the meta device from the config: no weights read
 
     for mc in m.models:
-        con.print(f"trainable {mc.label}: {trainable(m, mc)}")
+        if mc.label in specs:
+            con.print(f"trainable {mc.label}: {trainable(specs[mc.label])}")
     if check and missing:
         sys.exit(3)
 

@@ -94,12 +94,13 @@ def count(model) -> dict:
     return out
 
 
-def describe(m, mc) -> str:
-    """`w2s plan`: trainable parameters of one model, built on the meta device from its config (no
-    weights are read); `?` when the config is not in the local cache."""
-    t = m.resolved_train(mc)
-    hub_id, revision = m.hub_id(mc)
-    remote = m.trust_remote_code(mc)
+def describe(spec) -> str:
+    """`w2s plan`: trainable parameters of one model (its stages' harness.spec.StageSpec), built on the meta
+    device from its config (no weights are read); `?` when the config is not in the local cache."""
+    from .spec import thaw
+
+    t = {"linear_probe": spec.train.linear_probe, "lora": thaw(spec.train.lora)}
+    hub_id, revision, remote = spec.model.id, spec.model.revision, spec.model.trust_remote_code
 
     def build() -> dict | None:
         try:

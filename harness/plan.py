@@ -16,7 +16,6 @@ from .data import fingerprint
 from .data.declared import identity as declared_identity, spec_of
 from .losses import resolve_params
 from .manifest import Manifest
-from .model_table import MODELS
 from .spec import StageSpec, stage_spec
 from .code_identity import stage_code
 from .chains import chain_stages, direct_pairs
@@ -116,15 +115,16 @@ def build_plan(m: Manifest) -> list[Stage]:
     return order
 
 
-def estimate(m: Manifest, stage: Stage) -> dict:
-    """Rough cost: 6·N·tokens for training and 2·N·tokens for inference, tokens ~ max_ctx/4 per row."""
-    mc = m.model(stage.model)
-    entry = MODELS.get(mc.id)
-    params = entry.params if entry and entry.params else None
-    half = (m.dataset.n_docs + 1) // 2
-    epochs = m.resolved_train(mc)["epochs"]
-    tokens = min(m.dataset.max_ctx, 512) / 4
-    rows_train, rows_infer = half * epochs, m.dataset.n_test_docs + (half if (stage.half == "train1" and stage.kind == "gt") or stage.kind == "chain" else 0)
+def estimate(stage: Stage) -> dict:
+    """Rough cost: 6·N·tokens for training and 2·N·tokens for inference, tokens ~ max_ctx/4 per row
+    (from the stage's description: the model table's parameter count, epochs, data sizes)."""
+    spec = stage.spec
+    params = spec.model.params or None
+    half = (spec.data.record["n_docs"] + 1) // 2
+    epochs = spec.train.epochs
+    tokens = min(spec.data.max_ctx, 512) / 4
+    labels = (stage.half == "train1" and stage.kind == "gt") or stage.kind == "chain"   # it also labels a half
+    rows_train, rows_infer = half * epochs, spec.data.record["n_test_docs"] + (half if labels else 0)
     if params is None:
         return {"params": None, "pflop": None}
     flop = 6 * params * rows_train * tokens + 2 * params * rows_infer * tokens

@@ -71,7 +71,7 @@ def test_params_feed_the_plan_estimate():
     from harness.plan import build_plan, estimate
 
     m = manifest(["gpt2", "gpt2-xl"])
-    est = {s.model: estimate(m, s)["params"] for s in build_plan(m)}
+    est = {s.model: estimate(s)["params"] for s in build_plan(m)}
     assert est == {"gpt2": MODELS["gpt2"].params, "gpt2-xl": MODELS["gpt2-xl"].params}
 
 

@@ -100,19 +100,20 @@ def infeasible(m, stages, nodes: list[dict]) -> list[str]:
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
     gpus = any(n.get("GPU", 0) for n in alive)
     out = []
-    for label in dict.fromkeys(s.model for s in stages):
-        r = m.resolved_resources(m.model(label))
-        if r["nodes"] > 1:
-            out.append(f"model {label}: resources.nodes={r['nodes']}: one stage across several nodes is not "
+    first: dict = {}
+    for s in stages:
+        first.setdefault(s.model, s)
+    for label, stage in first.items():      # a model's stages share one description (harness.spec)
+        r, params = stage.spec.resources, stage.spec.model.params
+        if r.nodes > 1:
+            out.append(f"model {label}: resources.nodes={r.nodes}: one stage across several nodes is not "
                        f"supported with --executor ray; use --executor local with a DeepSpeed hostfile")
             continue
-        from ..models import MODELS
         from ..preflight import GPU_PARAMS
 
-        entry = MODELS.get(m.model(label).id)
-        if entry and entry.params and entry.params >= GPU_PARAMS and not gpus:
-            out.append(f"model {label} has {entry.params / 1e9:.1f}B parameters and needs a GPU; the Ray cluster has none")
-        want = task_resources(m, next(s for s in stages if s.model == label), gpus)
+        if params and params >= GPU_PARAMS and not gpus:
+            out.append(f"model {label} has {params / 1e9:.1f}B parameters and needs a GPU; the Ray cluster has none")
+        want = task_resources(m, stage, gpus)
         if not any(n.get("CPU", 0) >= want["num_cpus"] and n.get("GPU", 0) >= want["num_gpus"] for n in alive):
             out.append(f"model {label}: a stage needs {want['num_cpus']} CPU(s) and {want['num_gpus']} GPU(s) on one "
                        f"node; the largest Ray node has fewer. Fix: lower resources.gpus or add a bigger node")
