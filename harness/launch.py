@@ -3,8 +3,8 @@
 The parent (`w2s run`) resolves the stage's resources (from `stage.spec`, harness.spec), generates and
 validates the DeepSpeed config, writes the manifest and config next to the stage cache, and starts `python -m harness.worker` on every rank
 with the chosen launcher. Rank 0 writes the stage outputs (predictions, weak labels, log.jsonl) and a
-metrics file; the parent then replays log.jsonl into the tracker sink and finishes the stage as for an
-in-process stage. Workers never talk to the tracker (nothing in them imports mlflow).
+metrics file; the parent follows log.jsonl into the tracker sink while the ranks train (the stage's bar
+and MLflow metrics move live) and finishes the stage as for an in-process stage. Workers never talk to the tracker (nothing in them imports mlflow).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import zero
@@ -99,6 +100,24 @@ def worker_env() -> dict:
     return env
 
 
+def follow(proc, path: Path, sink, poll: float = 1.0) -> None:
+    """Until `proc` exits, hand each complete row rank 0 appends to the training log to `sink` (the stage's
+    progress bar and MLflow metrics move while a launched stage trains, not once it is over)."""
+    sent = 0
+    while True:
+        exited = proc.poll() is not None      # read once more after the exit: the last rows
+        if sink is not None and path.exists():
+            data = path.read_bytes()
+            end = data.rfind(b"\n") + 1      # a row being written has no newline yet: next time
+            for line in data[sent:end].decode().splitlines():
+                if line.strip():
+                    sink(json.loads(line))
+            sent = max(sent, end)
+        if exited:
+            return
+        time.sleep(poll)
+
+
 def run_stage(m, stage, store, sink=None, echo=print) -> dict:
     """Train `stage` in launched workers; returns rank 0's metrics (as ground_truth/transfer would).
     The worker re-plans `m` (for the splits and to check that its stage has the driver's key) and trains
@@ -119,9 +138,17 @@ def run_stage(m, stage, store, sink=None, echo=print) -> dict:
     cmd = command(r, port, args)
     echo(f"    {zero.describe(r)}")
     release_shm(port)
+    train_log = store.dir(stage.key) / "log.jsonl"
+    train_log.unlink(missing_ok=True)      # an interrupted attempt's rows are not this attempt's
     try:
         with open(wd / "worker.log", "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+            with proc:          # on any exception (Ctrl-C included) the launcher is killed, as subprocess.run does
+                try:
+                    follow(proc, train_log, sink)
+                except BaseException:
+                    proc.kill()
+                    raise
     finally:
         release_shm(port)
     if proc.returncode != 0 or not (wd / "metrics.json").exists():
@@ -129,8 +156,5 @@ def run_stage(m, stage, store, sink=None, echo=print) -> dict:
         raise RuntimeError(f"{stage.slug}: the {r['launcher']} workers failed (exit {proc.returncode}); "
                            f"log: {wd / 'worker.log'}\n{tail}")
     metrics = json.loads((wd / "metrics.json").read_text())
-    if sink is not None and (store.dir(stage.key) / "log.jsonl").exists():
-        for line in (store.dir(stage.key) / "log.jsonl").read_text().splitlines():
-            sink(json.loads(line))
     metrics["resources"] = {k: r[k] for k in ("launcher", "world", "zero_stage", "offload_optimizer", "offload_params")}
     return metrics

@@ -127,6 +127,28 @@ def test_release_shm_unlinks_only_this_launchs_deepspeed_segments(tmp_path, monk
     assert sorted(f.name for f in tmp_path.iterdir()) == sorted(others)
 
 
+def test_a_launched_stage_feeds_its_training_rows_live(tmp_path):
+    """harness.launch.follow: rows reach the sink while the workers run (the bar and MLflow move), a row
+    still being written waits for its newline, and the rows written just before the exit are not lost."""
+    import subprocess
+    import sys
+    import time
+
+    from harness import launch
+
+    log = tmp_path / "log.jsonl"
+    writer = ("import json, sys, time\n"
+              "f = open(sys.argv[1], 'a', buffering=1)\n"
+              "f.write(json.dumps({'step': 1}) + '\\n'); time.sleep(1.5)\n"
+              "f.write('{\"step\": '); f.flush(); time.sleep(1.5); f.write('2}\\n')\n"
+              "f.write(json.dumps({'step': 3}) + '\\n')\n")
+    seen = []
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(log)])
+    launch.follow(proc, log, lambda row: seen.append((row["step"], proc.poll() is None)), poll=0.2)
+    assert [step for step, _ in seen] == [1, 2, 3]
+    assert seen[0][1], "the first row arrived while the writer was still running"
+
+
 def _ds_shm() -> set[str]:
     return {f.name for f in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
 
@@ -189,7 +211,8 @@ def test_zero_two_ranks_match_single_process(single, tiny, launcher, stage):
     Every stage's head init is checked after engine setup (HeadInitCheck) or the worker fails."""
     runs = tiny.parent / "runs"
     shm_before = _ds_shm()
-    w2s("run", tiny, "--no-tracking", "-o", f"resources.launcher={launcher}", "-o", "resources.gpus=2",
+    tracking = [] if launcher == "deepspeed" else ["--no-tracking"]     # one launcher tracked (embedded MLflow)
+    w2s("run", tiny, *tracking, "-o", f"resources.launcher={launcher}", "-o", "resources.gpus=2",
         "-o", f"resources.zero_stage={stage}", env=DS_ENV)
     assert _ds_shm() <= shm_before, "DeepSpeed's 66 MB CPU shm workspaces are released after each launch"
     want, got = _stage_tables(single), _stage_tables(runs)
@@ -209,6 +232,19 @@ def test_zero_two_ranks_match_single_process(single, tiny, launcher, stage):
         assert ds["zero_optimization"]["stage"] == stage
         log = (runs / "stages" / "_launch" / key / "worker.log").read_text()
         assert f"head init check: head_init=zero norm=0 zero3_partitioned={stage == 3}" in log
+    if not tracking:     # the parent followed rank 0's training log into MLflow: every row, once
+        from mlflow import MlflowClient
+
+        from harness.mlflow_store import default_uri
+
+        m = load(tiny, [f"resources.launcher={launcher}"])
+        c = MlflowClient(default_uri(m))
+        runs_ = c.search_runs([c.get_experiment_by_name(m.name).experiment_id], "tags.`w2s.role` = 'stage'")
+        assert len(runs_) == 4
+        for r in runs_:
+            rows = (runs / "stages" / r.data.tags["w2s.stage_key"][:16] / "log.jsonl").read_text().splitlines()
+            losses = [json.loads(x)["loss"] for x in rows if "loss" in json.loads(x)]
+            assert losses and [h.value for h in c.get_metric_history(r.info.run_id, "train_loss")] == losses
     pgr_a, pgr_b = pd.read_csv(single / "tiny" / "pgr.csv"), pd.read_csv(runs / "tiny" / "pgr.csv")
     assert len(pgr_a) == len(pgr_b) == 2
     for col in ("weak_acc", "w2s_acc", "ceiling_acc", "pgr"):
