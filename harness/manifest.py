@@ -29,7 +29,7 @@ class Splits(Strict):
 class DataConfig(Strict):
     name: str = Field(description="dataset registry name (harness.data.DATASETS), or the name of the dataset `declare` describes")
     declare: Declaration | None = Field(None, description="a dataset of your own, described in YAML (docs/byod.md): inline, or the path of a YAML file relative to the manifest's folder")
-    source: str | None = Field(None, description="local data directory laid out as ../shared/data (default: $W2S_DATA_DIR, else the hub)")
+    source: str | None = Field(None, description="local data directory laid out as ../shared/data (default: $W2S_DATA_DIR, else the hub); relative to the manifest's folder, or to the working directory when typed with -o or built from ${VAR}")
     revision: str | None = Field(None, description="hub revision (default: the registry's pin)")
     n_docs: int = Field(20000, ge=2, description="training rows drawn before the 50/50 weak/student split (at least 2: one per half)")
     n_test_docs: int = Field(10000, ge=1, description="test rows")

@@ -74,6 +74,28 @@ def test_output_dir_is_relative_to_the_manifest_folder_not_the_working_directory
     assert load(ROOT / "experiments" / "paper" / "sciq.yaml").output.dir == str(ROOT / "runs")
 
 
+
+def test_data_paths_are_relative_to_the_manifest_too_unless_typed_or_from_the_environment(tmp_path, monkeypatch):
+    from harness.manifest import load
+
+    (tmp_path / "exp").mkdir()
+    lang = (ROOT / "experiments" / "quickstart.yaml").read_text().replace("dataset:\n", "dataset:\n  source: data\n", 1)
+    (tmp_path / "exp" / "lang.yaml").write_text(lang)
+    vis = (ROOT / "experiments" / "offline" / "cifar10.yaml").read_text()
+    (tmp_path / "exp" / "env.yaml").write_text(vis)
+    (tmp_path / "exp" / "vis.yaml").write_text(vis.replace("${W2S_DATA_DIR:-../shared/data}", "imgs"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    exp, here = (tmp_path / "exp").resolve(), elsewhere.resolve()
+    assert load(tmp_path / "exp" / "lang.yaml").dataset.source == str(exp / "data")
+    assert load(tmp_path / "exp" / "lang.yaml", ["dataset.source=d2"]).dataset.source == str(here / "d2")
+    assert load(tmp_path / "exp" / "vis.yaml").vision.data_dir == str(exp / "imgs")
+    monkeypatch.setenv("W2S_DATA_DIR", "shell/data")     # the environment's paths are the shell's
+    assert load(tmp_path / "exp" / "env.yaml").vision.data_dir == str(here / "shell" / "data")
+    monkeypatch.delenv("W2S_DATA_DIR")
+    assert load(tmp_path / "exp" / "env.yaml").vision.data_dir == str((here / ".." / "shared" / "data").resolve())
+
 @pytest.mark.parametrize("what", ["missing/dir", "missing", "empty"])
 def test_report_on_a_missing_or_empty_folder_fails_and_names_it(tmp_path, what):
     (tmp_path / "empty").mkdir()

@@ -76,7 +76,7 @@ class Split(Strict):
 
 class VisionConfig(Strict):
     dataset: Literal[DATASETS] = Field(description="imagenet_val | cifar10 | synthetic")
-    data_dir: str | None = Field(None, description="ImageNet: the folder with ILSVRC2012_img_val.tar + devkit (default $W2S_IMAGENET_DIR); cifar10: the shared data folder (default $W2S_DATA_DIR)")
+    data_dir: str | None = Field(None, description="ImageNet: the folder with ILSVRC2012_img_val.tar + devkit (default $W2S_IMAGENET_DIR); cifar10: the shared data folder (default $W2S_DATA_DIR); relative to the manifest's folder, or to the working directory when typed with -o or built from ${VAR}")
     n_classes: int | None = Field(None, ge=2, description="synthetic only: number of classes (default 10)")
     split: Split = Field(default_factory=Split)
     weak: VisionModel = Field(description="the supervisor")
