@@ -70,9 +70,20 @@ def cut_pairs(m, labels: list[str]) -> list[list[str]]:
     return pairs + [[labels[0], s] for s in launched if s != labels[0]]
 
 
+def declared_data(path, d, splits: list[str]) -> dict:
+    """A declared dataset is rehearsed on its own local files (the rehearsal is offline: a split the
+    declaration reads from the hub needs a file, a sample is enough)."""
+    hub = [s for s in splits if s not in d.declare.files]
+    if hub:
+        raise RehearsalError(f"{path}: dataset.declare: the rehearsal runs offline, and split(s) {', '.join(hub)} of "
+                             f"{d.name} come from the hub ({d.declare.hub}); give a local file for each under "
+                             f"dataset.declare.files (a few hundred rows are enough), e.g. files: {{{hub[0]}: sample.jsonl}}")
+    return d.declare.model_dump(mode="json", exclude_defaults=True)
+
+
 def prepare(path: str, overrides=(), models: str | None = None) -> Path:
     """Writes the rehearsal manifest of `path` (tiny models built, data laid out) and returns its path."""
-    from .data import DATASETS
+    from .data.declared import spec_of
     from .manifest import load
 
     m = load(path, list(overrides))
@@ -82,12 +93,15 @@ def prepare(path: str, overrides=(), models: str | None = None) -> Path:
         raise RehearsalError(f"{path}: vision manifests are not rehearsed (docs/rehearsal.md says why)")
     if models:
         m = m.select_models([x.strip() for x in models.split(",") if x.strip()])
-    if m.dataset.declare is not None:    # the rehearsal lays out a registry dataset's files; yours are small already
-        raise RehearsalError(f"{path}: a declared dataset ({m.dataset.name}) is not rehearsed; run it with small "
-                             f"-o dataset.n_docs=... -o dataset.n_test_docs=... instead (docs/byod.md)")
-    spec, d = DATASETS[m.dataset.name], m.dataset
+    d = m.dataset
+    spec = spec_of(d)
     splits = [d.splits.train or spec.train_split] + ([] if d.splits.test == "cut" else [d.splits.test or spec.test_split])
-    data_root, origin = rehearsal_data.build(d.name, splits, max(2 * N_DOCS, N_TEST_DOCS + 1))
+    if d.declare is not None:
+        data = {"declare": declared_data(path, d, splits)}      # your own files, as they are
+        origin = {s: f"declared {d.declare.files[s]}" for s in splits}
+    else:
+        data_root, origin = rehearsal_data.build(d.name, splits, max(2 * N_DOCS, N_TEST_DOCS + 1))
+        data = {"source": str(data_root)}
     mem = gpu_memory_gb()
     entries, record = [], {}
     for mc in m.models:
@@ -113,7 +127,7 @@ def prepare(path: str, overrides=(), models: str | None = None) -> Path:
     labels = [mc.label for mc in m.models]
     out_dir = f"{m.output.dir.rstrip('/')}-rehearsal"
     raw = {"name": f"{m.name}-rehearsal",
-           "dataset": {"name": d.name, "source": str(data_root), "n_docs": min(d.n_docs, N_DOCS),
+           "dataset": {"name": d.name, **data, "n_docs": min(d.n_docs, N_DOCS),
                        "n_test_docs": min(d.n_test_docs, N_TEST_DOCS), "max_ctx": d.max_ctx,
                        **({"sampling": d.sampling} if d.sampling else {}),
                        "splits": d.splits.model_dump(exclude_none=True), "cut_seed": d.cut_seed},

@@ -132,6 +132,37 @@ def test_paper_boolq_rehearses_end_to_end(rehearsal_env, tmp_path):
     assert "passed" in rep.stdout and (tmp_path / "report").exists()
 
 
+def _declared(tmp_path, files: dict) -> Path:
+    byod = (ROOT / "experiments" / "byod.yaml").read_text()
+    body = byod[byod.index("dataset:"):byod.index("models:")]
+    decl = "\n".join(f"      {k}: {v}" for k, v in files.items())
+    body = body.replace("      train: byod/train.jsonl\n      test: byod/test.jsonl", decl)
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"name: mine\n{body}models: [{{id: gpt2}}, {{id: gpt2-medium}}]\nlosses: [xent]\nseeds: [0]\n"
+                    f"output: {{dir: {tmp_path / 'runs'}}}\n")
+    return path
+
+
+def test_a_declared_dataset_from_the_hub_is_refused_with_the_fix(rehearsal_env, tmp_path):
+    path = _declared(tmp_path, {"train": ROOT / "experiments/byod/train.jsonl"})
+    text = path.read_text().replace("    files:", "    hub: someone/arithmetic\n    files:")
+    path.write_text(text)
+    proc = w2s("run", path, "--rehearsal", "--no-tracking", check=False, env=rehearsal_env)
+    assert proc.returncode == 2 and "split(s) test of arithmetic come from the hub" in proc.stderr, proc.stderr
+    assert "dataset.declare.files" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.rehearsal
+def test_a_declared_dataset_rehearses_on_its_own_files(rehearsal_env, tmp_path):
+    files = {"train": ROOT / "experiments/byod/train.jsonl", "test": ROOT / "experiments/byod/test.jsonl"}
+    w2s("run", _declared(tmp_path, files), "--rehearsal", "--no-tracking", env=rehearsal_env, timeout=900)
+    doc = json.loads((tmp_path / "runs-rehearsal" / "mine-rehearsal" / "results.json").read_text())
+    r = doc["meta"]["rehearsal"]
+    assert r["problems"] == [] and r["finished"] == r["stage_count"] == 3
+    assert r["data"] == {s: f"declared {f}" for s, f in files.items()}
+    assert doc["meta"]["dataset"] == "arithmetic" and [row["strong"] for row in doc["pgr"]] == ["gpt2-medium"]
+
+
 def test_check_names_each_stage_that_took_another_path():
     from harness.rehearsal import check
 
