@@ -99,6 +99,11 @@ class ModelConfig(TrainFields):
     resources: Resources | None = Field(None, description="per-model overrides of the top-level `resources:` (operational)")
     trust_remote_code: bool | None = Field(None, description="run the model repo's own code (Qwen-1 needs it; default: the model table's)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {"id": v} if isinstance(v, str) else v      # `models: [gpt2, gpt2-medium]`
+
     @field_validator("id")
     @classmethod
     def _known(cls, v):
@@ -162,7 +167,7 @@ class Fidelity(Strict):
 class Manifest(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="experiment name (MLflow experiment, results folder)")
     dataset: DataConfig
-    models: list[ModelConfig] = Field(min_length=1, description="the ladder, weakest first")
+    models: list[ModelConfig] = Field(min_length=1, description="the ladder, weakest first; an entry is a mapping, or just the model's id (`[gpt2, gpt2-medium]`)")
     train: TrainFields = Field(default_factory=TrainFields)
     pairs: Literal["all", "strictly_stronger", "with_self"] | list[tuple[str, str]] = Field("all", description="`all` = `strictly_stronger` (every weak<strong in ladder order); `with_self` adds the reference sweep's self-pairs (weak = strong, i <= j; their PGR is NaN under ceiling_half=weak_half); or [[weak, strong], ...] by model name")
     chains: list[list[str]] = Field(default_factory=list, description="bootstrapping (paper §4.3.1): [[weak, middle, ..., strong], ...] by model name, at least 3 each, weakest first; each model trains on the previous one's weak labels; compared with the direct first -> strong transfers (harness.chains, docs/research.md)")

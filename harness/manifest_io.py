@@ -44,11 +44,23 @@ def _line_map(node, path=(), out=None) -> dict[tuple, int]:
     return out
 
 
+# Entries a manifest may write as their id or name alone (`models: [gpt2]`, `losses: [xent]`, `weak: small_cnn`):
+# an override into one (`-o models.1.lr=...`) first spells it out as the mapping it stands for.
+SHORTHAND = {"models": "id", "strong": "id", "weak": "id", "losses": "name", "gt_loss": "name"}
+
+
 def _set_dotted(raw: dict, dotted: str, value) -> None:
     keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
-    cur = raw
+    cur, name = raw, None
     for k in keys[:-1]:
-        cur = cur[k] if isinstance(cur, list) else cur.setdefault(k, {})
+        if isinstance(cur, list):
+            if isinstance(cur[k], str) and name in SHORTHAND:
+                cur[k] = {SHORTHAND[name]: cur[k]}
+            cur = cur[k]
+        else:
+            if isinstance(cur.get(k), str) and k in SHORTHAND:
+                cur[k] = {SHORTHAND[k]: cur[k]}
+            cur, name = cur.setdefault(k, {}), k
     cur[keys[-1]] = value
 
 

@@ -274,3 +274,25 @@ def test_cli_validate_good_file_and_experiments(tmp_path):
     assert "Traceback" not in r.stderr
     for f in files:
         assert f"ok: {f}" in r.stdout
+
+
+def test_ladders_may_name_models_by_id_alone_and_overrides_reach_into_them(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("name: sh\ndataset: {name: sst2, n_docs: 100, n_test_docs: 100}\nmodels: [gpt2, gpt2-medium]\n"
+                 "losses: [xent, logconf]\n")
+    m = load(p, ["models.1.lr=0.002", "models.0.name=weakling", "losses.1.params.warmup_frac=0.3"])
+    assert [(mc.id, mc.label) for mc in m.models] == [("gpt2", "weakling"), ("gpt2-medium", "gpt2-medium")]
+    assert m.models[1].lr == 0.002 and m.losses[1].params == {"warmup_frac": 0.3}
+    (tmp_path / "bad.yaml").write_text(p.read_text().replace("gpt2-medium]", "gtp2-medium]"))
+    with pytest.raises(ManifestError) as e:
+        load(tmp_path / "bad.yaml")
+    assert "bad.yaml:3: models.1.id: unknown model 'gtp2-medium' (did you mean 'gpt2-medium'?)" in str(e.value)
+
+
+def test_vision_models_may_be_named_by_id_alone(tmp_path):
+    p = tmp_path / "v.yaml"
+    p.write_text("name: v\nvision: {dataset: synthetic, weak: small_cnn, strong: [tiny_cnn],\n"
+                 "  split: {n_images: 60, n_weak_train: 10, n_train: 20, n_test: 20}}\n")
+    m = load(p, ["vision.weak.epochs=3", "vision.strong.0.width=2"])
+    assert (m.vision.weak.id, m.vision.weak.epochs) == ("small_cnn", 3)
+    assert (m.vision.strong[0].id, m.vision.strong[0].width) == ("tiny_cnn", 2)

@@ -28,6 +28,11 @@ class VisionModel(Strict):
     lr: float | None = Field(None, gt=0, description="trained weak models: Adam learning rate")
     width: int | None = Field(None, ge=1, description="small_cnn/tiny_cnn: channels of the first conv layer")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {"id": v} if isinstance(v, str) else v      # `strong: [dino_resnet50]`
+
     @field_validator("id")
     @classmethod
     def _known(cls, v):
