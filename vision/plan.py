@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from harness import __version__
 from harness.plan import Stage
-from harness.store import content_key
-
 from harness.spec import thaw
+from harness.store import content_key
 
 from . import data
 from .manifest import VisionManifest
