@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -75,12 +74,10 @@ def release_shm(port: int) -> list[str]:
     66 MB x ranks of RAM in /dev/shm until reboot, and a later launch that draws the same port maps the
     stale segments with a finished run's collective state. Called before and after each launch; on a
     multi-node hostfile run only this node's segments are reachable."""
-    pat = re.compile(rf"deepspeed_allreduce_buffer_{os.getuid()}_.+_{port}_\d+")
     gone = []
-    for f in SHM.glob(f"deepspeed_allreduce_buffer_*_{port}_*") if SHM.is_dir() else []:
-        if pat.fullmatch(f.name):
-            f.unlink(missing_ok=True)
-            gone.append(f.name)
+    for f in SHM.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"):
+        f.unlink(missing_ok=True)
+        gone.append(f.name)
     return gone
 
 
@@ -103,16 +100,18 @@ def worker_env() -> dict:
 def follow(proc, path: Path, sink, poll: float = 1.0) -> None:
     """Until `proc` exits, hand each complete row rank 0 appends to the training log to `sink` (the stage's
     progress bar and MLflow metrics move while a launched stage trains, not once it is over)."""
-    sent = 0
+    sent = 0      # bytes handed on; each poll reads only what was appended since
     while True:
         exited = proc.poll() is not None      # read once more after the exit: the last rows
         if sink is not None and path.exists():
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                f.seek(sent)
+                data = f.read()
             end = data.rfind(b"\n") + 1      # a row being written has no newline yet: next time
-            for line in data[sent:end].decode().splitlines():
+            for line in data[:end].decode().splitlines():
                 if line.strip():
                     sink(json.loads(line))
-            sent = max(sent, end)
+            sent += end
         if exited:
             return
         time.sleep(poll)

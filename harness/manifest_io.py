@@ -153,7 +153,7 @@ def _load_manifest(path: Path, overrides, default, sections) -> BaseModel:
     problems = guard.size_problems(m, lines, path, keys) if getattr(schema, "SIZE_CHECKED", False) else []
     if problems:
         raise ManifestError(problems)
-    _anchor_paths(m, path, lines, keys)
+    _anchor_paths(m, raw, path, lines, keys)
     return m
 
 
@@ -161,39 +161,30 @@ def _load_manifest(path: Path, overrides, default, sections) -> BaseModel:
 ANCHORED = (("output", "dir"), ("dataset", "source"), ("vision", "data_dir"))
 
 
-def _anchor_paths(m, path: Path, lines: dict, overridden: list[str]) -> None:
+def _anchor_paths(m, raw: dict, path: Path, lines: dict, overridden: list[str]) -> None:
     """A relative path (`output.dir`, `dataset.source`, `vision.data_dir`) is relative to the folder of the
     file that sets it (a base's, under `extends`), or the manifest's when left default, so `w2s results`
     from any directory finds the runs and the data; a `-o section.key=...` override is relative to the
-    working directory, as paths typed in a shell are, and so is a value built from `${VAR}`. Made
-    absolute here, once: everything downstream (and every printed path) sees that."""
+    working directory, as paths typed in a shell are, and so is a value built from `${VAR}` (or its
+    `:-default`; W2S_DATA_DIR is read that way everywhere else too). Made absolute here, once: everything
+    downstream (and every printed path) sees that."""
     for section, key in ANCHORED:
         obj = getattr(m, section, None)
         value = getattr(obj, key, None) if obj is not None else None
         if not isinstance(value, str) or not value:
             continue
         d = Path(value).expanduser()
-        where = lines.get((section, key))
+        written = raw.get(section)
+        written = written.get(key) if isinstance(written, dict) else None     # as in the YAML, before ${VAR}
         if not d.is_absolute():
-            if any(k in (section, f"{section}.{key}") for k in overridden) or _from_environment(where):
+            if any(k in (section, f"{section}.{key}") for k in overridden) or \
+                    (isinstance(written, str) and _ENV.search(written)):
                 base = Path.cwd()
             else:
+                where = lines.get((section, key))
                 base = Path(where.rsplit(":", 1)[0]).parent if where else path.parent
             d = base / d
         setattr(obj, key, str(d.resolve()))
-
-
-def _from_environment(where: str | None) -> bool:
-    """Whether the YAML line that set a value builds it from `${VAR}` (or its `:-default`): a path from
-    the environment is the shell's, relative to the working directory (W2S_DATA_DIR is read that way
-    everywhere else too)."""
-    if not where:
-        return False
-    file, _, line = where.rpartition(":")
-    try:
-        return "${" in Path(file).read_text().splitlines()[int(line) - 1]
-    except (OSError, ValueError, IndexError):
-        return False
 
 
 def _cross_field_problems(schema, raw: dict, err: ValidationError, path: Path, lines: dict,

@@ -74,7 +74,6 @@ def test_output_dir_is_relative_to_the_manifest_folder_not_the_working_directory
     assert load(ROOT / "experiments" / "paper" / "sciq.yaml").output.dir == str(ROOT / "runs")
 
 
-
 def test_data_paths_are_relative_to_the_manifest_too_unless_typed_or_from_the_environment(tmp_path, monkeypatch):
     from harness.manifest import load
 
@@ -95,6 +94,7 @@ def test_data_paths_are_relative_to_the_manifest_too_unless_typed_or_from_the_en
     assert load(tmp_path / "exp" / "env.yaml").vision.data_dir == str(here / "shell" / "data")
     monkeypatch.delenv("W2S_DATA_DIR")
     assert load(tmp_path / "exp" / "env.yaml").vision.data_dir == str((here / ".." / "shared" / "data").resolve())
+
 
 @pytest.mark.parametrize("what", ["missing/dir", "missing", "empty"])
 def test_report_on_a_missing_or_empty_folder_fails_and_names_it(tmp_path, what):

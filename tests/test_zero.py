@@ -239,9 +239,9 @@ def test_zero_two_ranks_match_single_process(single, tiny, launcher, stage):
 
         m = load(tiny, [f"resources.launcher={launcher}"])
         c = MlflowClient(default_uri(m))
-        runs_ = c.search_runs([c.get_experiment_by_name(m.name).experiment_id], "tags.`w2s.role` = 'stage'")
-        assert len(runs_) == 4
-        for r in runs_:
+        tracked = c.search_runs([c.get_experiment_by_name(m.name).experiment_id], "tags.`w2s.role` = 'stage'")
+        assert len(tracked) == 4
+        for r in tracked:
             rows = (runs / "stages" / r.data.tags["w2s.stage_key"][:16] / "log.jsonl").read_text().splitlines()
             losses = [json.loads(x)["loss"] for x in rows if "loss" in json.loads(x)]
             assert losses and [h.value for h in c.get_metric_history(r.info.run_id, "train_loss")] == losses
